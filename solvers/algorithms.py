@@ -327,7 +327,7 @@ class PilotResult:
 def joint_ridge(settings: SolverSettings, source_labels: Sequence[int]) -> float:
     """Return lambda of a joint fit: ``ridge_scale * M / N`` (eqs. B.3, C.2).
 
-    ``source_labels`` holds the label count of each of the M tasks and N is
+    ``source_labels`` contains the label count of each of the M tasks and N is
     their sum. ``settings.ridge`` replaces the rule when set.
     """
     if settings.ridge is not None:
@@ -866,7 +866,7 @@ def run_main(
     settings : SolverSettings, mapping or None
     relevance : array_like of shape (M,), optional
         Estimated relevance (normally `PilotResult.relevance`). When omitted,
-        ``AlgorithmResult.relevance`` holds the least-squares coefficients of
+        ``AlgorithmResult.relevance`` contains the least-squares coefficients of
         the target estimate on the source estimates, and the diagnostics say
         so.
 

@@ -171,7 +171,9 @@ def _check_vector(values: ArrayLike, name: str) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise InvalidInputError(f"{name} must be an array of numbers: {error}") from None
+        raise InvalidInputError(
+            f"{name} must be an array of numbers: {error}"
+        ) from None
     if array.ndim != 1:
         raise InvalidInputError(
             f"{name} must be a one-dimensional array, got shape {array.shape}"

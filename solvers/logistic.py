@@ -41,8 +41,8 @@ def _as_finite_array(values: ArrayLike, name: str) -> np.ndarray:
 
 
 def _softplus(t: np.ndarray) -> np.ndarray:
-    # max(t, 0) + log1p(exp(-|t|)): exact to rounding and about three times
-    # faster than np.logaddexp.
+    # max(t, 0) + log1p(exp(-|t|)) is exact to rounding and was about three
+    # times faster than np.logaddexp on 10^4 values (numpy 2.4).
     return np.maximum(t, 0.0) + np.log1p(np.exp(-np.abs(t)))
 
 
@@ -225,8 +225,7 @@ def _newton_logistic(
 
         # Newton direction, damped only when the Hessian is numerically singular
         # (ridge 0 with collinear or too few features).
-        root = Z * np.sqrt(p * (1.0 - p))[:, None]
-        hessian = root.T @ root
+        hessian = (Z.T * (p * (1.0 - p))) @ Z
         hessian[np.diag_indices(k)] += 2.0 * penalty
         delta = 0.0
         reference = max(float(np.trace(hessian)) / max(k, 1), 1e-12)
@@ -289,8 +288,8 @@ def fit_ridge_logistic(
 
     with ``n = len(y)``, so ``ridge`` is a per-label weight (lambda). With an
     orthonormal ``basis`` U of shape (d, k), the estimate is restricted to
-    ``theta = U w`` and the fit is k-dimensional; ``||U w|| = ||w||``, so the
-    penalty is the same function of theta.
+    ``theta = U w`` and the fit is k-dimensional. Because ``||U w|| = ||w||``,
+    the penalty is the same function of theta.
 
     The solver is Newton's method with Armijo backtracking; each iteration forms
     the k x k (or d x d) Hessian at cost O(n k^2).

@@ -37,6 +37,10 @@ MODES = ("pessimistic", "lower_confidence_bound", "greedy")
 # reach float64 resolution.
 _LINE_SEARCH_STEPS = 60
 
+# Largest number of (context, action) pairs for which the dual problem is
+# solved by SLSQP, whose dense steps cost about the cube of that count.
+_MAX_DUAL_ROWS = 256
+
 
 def confidence_radius(
     effective_labels: float,
@@ -236,7 +240,9 @@ def choose_actions(
         raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
     theta = np.asarray(theta, dtype=np.float64)
     if theta.ndim != 1 or theta.size == 0:
-        raise InvalidInputError(f"theta must be a non-empty 1-D array, got shape {theta.shape}")
+        raise InvalidInputError(
+            f"theta must be a non-empty 1-D array, got shape {theta.shape}"
+        )
     if not np.all(np.isfinite(theta)):
         raise InvalidInputError("theta contains NaN or infinity")
     dimension = theta.size
@@ -247,8 +253,14 @@ def choose_actions(
     tol = _check_real(tol, "tol")
     if tol <= 0.0:
         raise InvalidInputError(f"tol must be positive, got {tol}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise InvalidInputError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if (
+        isinstance(max_iter, bool)
+        or not isinstance(max_iter, numbers.Integral)
+        or max_iter < 1
+    ):
+        raise InvalidInputError(
+            f"max_iter must be a positive integer, got {max_iter!r}"
+        )
     if (
         isinstance(max_enumerated, bool)
         or not isinstance(max_enumerated, numbers.Integral)
@@ -276,7 +288,10 @@ def choose_actions(
     gap = batch.dual_bound(probabilities) - stochastic_value
     return batch.result(
         actions,
-        [row[:size].copy() for row, size in zip(probabilities, batch.sizes)],
+        [
+            row[:size].copy()
+            for row, size in zip(probabilities, batch.sizes, strict=True)
+        ],
         stochastic_value,
         n_iter=0,
         gap=max(gap, 0.0),
@@ -308,7 +323,9 @@ class _ContextBatch:
 
         sizes = []
         shifted = []
-        for s, (features, reference) in enumerate(zip(contexts, references)):
+        for s, (features, reference) in enumerate(
+            zip(contexts, references, strict=True)
+        ):
             features = np.asarray(features, dtype=np.float64)
             if features.ndim != 2 or features.shape[0] == 0:
                 raise InvalidInputError(
@@ -321,7 +338,9 @@ class _ContextBatch:
                     f"expected {dimension}"
                 )
             if not np.all(np.isfinite(features)):
-                raise InvalidInputError(f"context {s}: features contain NaN or infinity")
+                raise InvalidInputError(
+                    f"context {s}: features contain NaN or infinity"
+                )
             shifted.append(features - _reference_point(features, reference, s))
             sizes.append(features.shape[0])
 
@@ -355,7 +374,9 @@ class _ContextBatch:
     def moments(self, probabilities: np.ndarray) -> tuple[float, np.ndarray]:
         """Return ``(v . theta, L^-1 v)`` of the stochastic policy."""
         mean_estimate = float(np.sum(probabilities * self.estimates)) / self.n_contexts
-        mean_whitened = np.einsum("sa,sad->d", probabilities, self.whitened) / self.n_contexts
+        mean_whitened = (
+            np.einsum("sa,sad->d", probabilities, self.whitened) / self.n_contexts
+        )
         return mean_estimate, mean_whitened
 
     def value(self, actions: np.ndarray) -> float:
@@ -380,7 +401,9 @@ class _ContextBatch:
         scores = self.worst_case_scores(mean_whitened)
         return float(np.max(np.where(self.mask, scores, -np.inf), axis=1).mean())
 
-    def result(self, actions, probabilities, stochastic_value, **fields) -> PolicyResult:
+    def result(
+        self, actions, probabilities, stochastic_value, **fields
+    ) -> PolicyResult:
         rows = np.arange(self.n_contexts)
         return PolicyResult(
             actions=actions.astype(np.int64),
@@ -423,7 +446,10 @@ def _pessimistic(
     """Solve the batch max-min by Frank-Wolfe, then round to a deterministic policy."""
     probabilities, stochastic_value, bound, n_iter = _frank_wolfe(batch, tol, max_iter)
     scale = max(1.0, abs(stochastic_value))
-    if bound - stochastic_value > tol * scale:
+    if (
+        bound - stochastic_value > tol * scale
+        and int(batch.mask.sum()) <= _MAX_DUAL_ROWS
+    ):
         # The bound from the iterates is loose when v is near 0, where f has a
         # kink; solve the dual directly for a tighter certificate.
         bound = min(bound, _dual_bound(batch, probabilities))
@@ -438,18 +464,28 @@ def _pessimistic(
         rounding = f"best of all {n_policies} deterministic policies"
     else:
         _, mean_whitened = batch.moments(probabilities)
-        candidates = [
-            batch.argmax(batch.lower_bounds),
-            batch.argmax(batch.estimates),
-            batch.argmax(batch.worst_case_scores(mean_whitened)),
-            batch.argmax(probabilities),
+        norm = float(np.linalg.norm(mean_whitened))
+        direction = mean_whitened / norm if norm > 0.0 else np.zeros_like(mean_whitened)
+        candidates = [batch.argmax(batch.lower_bounds), batch.argmax(probabilities)]
+        # Per-context argmax along theta - s r L^-T u for pessimism s from 0
+        # (greedy) to 1 (the linear step at the solution).
+        for fraction in np.linspace(0.0, 1.0, 9):
+            shifted = batch.estimates - fraction * batch.radius * (
+                batch.whitened @ direction
+            )
+            candidates.append(batch.argmax(shifted))
+        distinct = {tuple(start.tolist()): start for start in candidates}.values()
+        best_starts = sorted(distinct, key=batch.value, reverse=True)[:3]
+        searched = [
+            _local_search(batch, start.copy(), max_iter) for start in best_starts
         ]
-        actions = max(candidates, key=batch.value).copy()
-        actions = _local_search(batch, actions, max_iter)
+        actions = max(searched, key=batch.value)
         rounding = "rounding with one-context local search"
 
     if converged:
-        message = f"duality gap {gap:.3g} after {n_iter} Frank-Wolfe iterations; {rounding}"
+        message = (
+            f"duality gap {gap:.3g} after {n_iter} Frank-Wolfe iterations; {rounding}"
+        )
     else:
         message = (
             f"stopped after max_iter={max_iter} iterations with duality gap "
@@ -464,7 +500,10 @@ def _pessimistic(
     )
     return batch.result(
         actions,
-        [row[:size].copy() for row, size in zip(probabilities, batch.sizes)],
+        [
+            row[:size].copy()
+            for row, size in zip(probabilities, batch.sizes, strict=True)
+        ],
         stochastic_value,
         n_iter=n_iter,
         gap=gap,
@@ -500,7 +539,8 @@ def _frank_wolfe(
     bound = math.inf
 
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for iteration in range(1, max_iter + 1):
+        n_iter = iteration
         # Worst case theta' of the current v; every theta' in C gives a bound.
         scores = batch.worst_case_scores(mean_whitened)
         vertex = batch.argmax(scores)
@@ -519,9 +559,15 @@ def _frank_wolfe(
         used = (probabilities > 0.0) & batch.mask
         away = np.argmin(np.where(used, scores, np.inf), axis=1)
         moved = probabilities[rows, away] * (away != vertex)
-        pw_estimate = float(
-            (moved * (batch.estimates[rows, vertex] - batch.estimates[rows, away])).sum()
-        ) / n
+        pw_estimate = (
+            float(
+                (
+                    moved
+                    * (batch.estimates[rows, vertex] - batch.estimates[rows, away])
+                ).sum()
+            )
+            / n
+        )
         pw_whitened = (
             moved[:, None] * (batch.whitened[rows, vertex] - batch.whitened[rows, away])
         ).sum(axis=0) / n
@@ -529,9 +575,41 @@ def _frank_wolfe(
             mean_estimate, mean_whitened, pw_estimate, pw_whitened, radius
         )
 
-        if max(fw_gain, pw_gain) <= 0.0:
+        # Block pairwise direction: the same move in the one context where
+        # it gains most to first order.
+        gains = moved * (scores[rows, vertex] - scores[rows, away])
+        block = int(np.argmax(gains))
+        block_estimate = (
+            moved[block]
+            * (
+                batch.estimates[block, vertex[block]]
+                - batch.estimates[block, away[block]]
+            )
+            / n
+        )
+        block_whitened = (
+            moved[block]
+            * (
+                batch.whitened[block, vertex[block]]
+                - batch.whitened[block, away[block]]
+            )
+            / n
+        )
+        block_step, block_gain = _line_search(
+            mean_estimate, mean_whitened, block_estimate, block_whitened, radius
+        )
+
+        if max(fw_gain, pw_gain, block_gain) <= 0.0:
             break
-        if pw_gain > fw_gain:
+        if block_gain > max(fw_gain, pw_gain):
+            shift = block_step * moved[block]
+            probabilities[block, away[block]] -= shift
+            probabilities[block, vertex[block]] += shift
+            if block_step == 1.0:
+                probabilities[block, away[block]] = 0.0
+            mean_estimate += block_step * block_estimate
+            mean_whitened = mean_whitened + block_step * block_whitened
+        elif pw_gain > fw_gain:
             shift = pw_step * moved
             probabilities[rows, away] -= shift
             probabilities[rows, vertex] += shift
@@ -592,7 +670,9 @@ def _dual_bound(batch: _ContextBatch, probabilities: np.ndarray) -> float:
         {
             "type": "ineq",
             "fun": lambda x: np.array([1.0 - float(x[:dimension] @ x[:dimension])]),
-            "jac": lambda x: np.concatenate([-2.0 * x[:dimension], np.zeros(n)])[None, :],
+            "jac": lambda x: np.concatenate([-2.0 * x[:dimension], np.zeros(n)])[
+                None, :
+            ],
         },
     ]
     solution = optimize.minimize(
@@ -637,7 +717,9 @@ def _line_search(
     c = float(whitened_step @ whitened_step)
 
     def height(g: float) -> float:
-        return g * estimate_step - radius * math.sqrt(max(a + 2.0 * b * g + c * g * g, 0.0))
+        return g * estimate_step - radius * math.sqrt(
+            max(a + 2.0 * b * g + c * g * g, 0.0)
+        )
 
     def slope(g: float) -> float:
         squared = max(a + 2.0 * b * g + c * g * g, 0.0)
@@ -661,13 +743,17 @@ def _line_search(
     return step, height(step) - height(0.0)
 
 
-def _local_search(batch: _ContextBatch, actions: np.ndarray, max_passes: int) -> np.ndarray:
+def _local_search(
+    batch: _ContextBatch, actions: np.ndarray, max_passes: int
+) -> np.ndarray:
     """Switch one context at a time to its best action while the value rises."""
     rows = np.arange(batch.n_contexts)
     n = batch.n_contexts
     total_estimate = float(batch.estimates[rows, actions].sum())
     total_whitened = batch.whitened[rows, actions].sum(axis=0)
-    current = (total_estimate - batch.radius * float(np.linalg.norm(total_whitened))) / n
+    current = (
+        total_estimate - batch.radius * float(np.linalg.norm(total_whitened))
+    ) / n
     for _ in range(max_passes):
         improved = False
         for s in range(n):
@@ -675,8 +761,12 @@ def _local_search(batch: _ContextBatch, actions: np.ndarray, max_passes: int) ->
             if size == 1:
                 continue
             old = actions[s]
-            estimates = total_estimate - batch.estimates[s, old] + batch.estimates[s, :size]
-            whitened = total_whitened - batch.whitened[s, old] + batch.whitened[s, :size]
+            estimates = (
+                total_estimate - batch.estimates[s, old] + batch.estimates[s, :size]
+            )
+            whitened = (
+                total_whitened - batch.whitened[s, old] + batch.whitened[s, :size]
+            )
             values = (estimates - batch.radius * np.linalg.norm(whitened, axis=1)) / n
             best = int(np.argmax(values))
             if values[best] > current + 1e-12 * max(1.0, abs(current)):

@@ -25,6 +25,7 @@ from scipy import optimize
 
 from solvers.data import TaskData, check_tasks
 from solvers.errors import InsufficientDataError, InvalidInputError
+from solvers.logistic import sigmoid_derivative
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,6 @@ _CURVATURE_CHUNK_ROWS = 65_536
 # Relative slack under which the ellipsoid constraint counts as active when
 # the multiplier is estimated from an iterate.
 _ACTIVE_SLACK = 1e-9
-
-
-def _logistic_weight(t: np.ndarray) -> np.ndarray:
-    """Return mu'(t) = sigmoid(t) * sigmoid(-t) without overflow."""
-    e = np.exp(-np.abs(t))
-    return e / (1.0 + e) ** 2
 
 
 def curvature_matrix(
@@ -92,7 +87,7 @@ def curvature_matrix(
     for m, task in enumerate(checked):
         for start in range(0, task.n, _CURVATURE_CHUNK_ROWS):
             block = task.X[start : start + _CURVATURE_CHUNK_ROWS]
-            weights = _logistic_weight(block @ thetas[:, m])
+            weights = sigmoid_derivative(block @ thetas[:, m])
             curvature += block.T @ (weights[:, None] * block)
     curvature /= total_labels
     # Symmetrise away rounding so Cholesky and eigvalsh see an exact symmetric
@@ -217,7 +212,9 @@ def solve_relevance_lasso(
         raise InvalidInputError(f"radius must be non-negative, got {radius}")
     tol = _check_positive(tol, "tol")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise InvalidInputError(f"max_iter must be a positive integer, got {max_iter!r}")
+        raise InvalidInputError(
+            f"max_iter must be a positive integer, got {max_iter!r}"
+        )
 
     free = weights_all > 0.0
     Theta_free = Theta[:, free]
@@ -312,9 +309,8 @@ class _LassoProblem:
         gradient = self.Q @ nu - self.c
         support = nu != 0.0
         signs = np.sign(nu)
-        active = (
-            not math.isinf(self.radius)
-            and self.constraint(nu) >= self.radius * (1.0 - _ACTIVE_SLACK)
+        active = not math.isinf(self.radius) and self.constraint(nu) >= self.radius * (
+            1.0 - _ACTIVE_SLACK
         )
         multiplier = 0.0
         if active and np.any(support):
@@ -362,7 +358,8 @@ class _LassoProblem:
                             polished,
                             iteration,
                             True,
-                            f"exact solve on the support, KKT residual {polished_gap:.3g}",
+                            "exact solve on the support, KKT residual "
+                            f"{polished_gap:.3g}",
                         )
         return (
             x,
@@ -493,10 +490,16 @@ def default_lasso_penalty(
     Theta = _check_matrix(source_thetas, "source_thetas")
     dimension, n_tasks = Theta.shape
     Lambda = _check_curvature(curvature, dimension)
-    if isinstance(target_labels, bool) or not isinstance(target_labels, (int, np.integer)):
-        raise InvalidInputError(f"target_labels must be an integer, got {target_labels!r}")
+    if isinstance(target_labels, bool) or not isinstance(
+        target_labels, (int, np.integer)
+    ):
+        raise InvalidInputError(
+            f"target_labels must be an integer, got {target_labels!r}"
+        )
     if target_labels < 1:
-        raise InvalidInputError(f"target_labels must be at least 1, got {target_labels}")
+        raise InvalidInputError(
+            f"target_labels must be at least 1, got {target_labels}"
+        )
     scale = _check_positive(scale, "scale")
 
     norms = _curvature_norms(Theta, Lambda)
@@ -515,7 +518,9 @@ def default_lasso_penalty(
         relevance_scale = _relevance_scale(theta, Lambda, norms)
         variance += relevance_scale**2 * float(np.sum(guess**2 / counts))
 
-    beta = scale * math.sqrt(2.0 * math.log(2.0 * n_tasks) * variance) * float(norms.max())
+    beta = (
+        scale * math.sqrt(2.0 * math.log(2.0 * n_tasks) * variance) * float(norms.max())
+    )
     return beta
 
 
@@ -595,13 +600,19 @@ def _relevance_scale(theta: np.ndarray, Lambda: np.ndarray, norms: np.ndarray) -
     return target_norm / typical
 
 
-def _check_matrix(values, name: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+def _check_matrix(
+    values, name: str, shape: tuple[int, int] | None = None
+) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise InvalidInputError(f"{name} must be an array of numbers: {error}") from None
+        raise InvalidInputError(
+            f"{name} must be an array of numbers: {error}"
+        ) from None
     if array.ndim != 2 or array.shape[1] == 0 or array.shape[0] == 0:
-        raise InvalidInputError(f"{name} must be a non-empty 2-D array, got shape {array.shape}")
+        raise InvalidInputError(
+            f"{name} must be a non-empty 2-D array, got shape {array.shape}"
+        )
     if shape is not None and array.shape != shape:
         raise InvalidInputError(f"{name} must have shape {shape}, got {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -613,7 +624,9 @@ def _check_vector(values, name: str, size: int) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise InvalidInputError(f"{name} must be an array of numbers: {error}") from None
+        raise InvalidInputError(
+            f"{name} must be an array of numbers: {error}"
+        ) from None
     if array.shape != (size,):
         raise InvalidInputError(f"{name} must have shape ({size},), got {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -630,13 +643,16 @@ def _check_curvature(values, dimension: int) -> np.ndarray:
     smallest = float(np.linalg.eigvalsh(Lambda)[0])
     if smallest < -1e-10 * magnitude:
         raise InvalidInputError(
-            f"curvature must be positive semi-definite, smallest eigenvalue {smallest:.3g}"
+            "curvature must be positive semi-definite, smallest eigenvalue "
+            f"{smallest:.3g}"
         )
     return Lambda
 
 
 def _check_scalar(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
         raise InvalidInputError(f"{name} must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):

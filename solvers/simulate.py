@@ -12,7 +12,7 @@ Reinforcement Learning from Human Feedback"):
   Gaussian, ``x ~ N(0, s^2 I_d)`` with one scale ``s`` (``feature_scale``), and
   every source parameter has the same norm. The Fisher information matrices
   ``E_m = E[sigmoid'(x . theta_m) x x^T]`` (eq. 2.4) are then rotations of one
-  another with identical spectra, so ``C1 E <= E_m <= C2 E`` holds with
+  another with identical spectra, so ``C1 E <= E_m <= C2 E`` is true with
   ``C1 = 1/kappa(L)`` and ``C2 = 1`` for ``E = s^2 I / 4`` (Assumption 2.3).
 
 Labels follow the Bradley-Terry model, ``P(y = 1 | x) = sigmoid(x . theta_m)``

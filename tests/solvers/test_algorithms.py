@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.stats import chi2
 
 from solvers.algorithms import (
     SolverSettings,
@@ -142,8 +143,6 @@ def test_known_relevance_radius_rule_uses_effective_labels(small_instance):
     effective = 1.0 / np.sum(small_instance.relevance**2 / counts)
     record = result.diagnostics["confidence_radius"]
     assert record["effective_labels"] == pytest.approx(effective)
-    from scipy.stats import chi2
-
     assert result.confidence_radius == pytest.approx(
         np.sqrt(chi2.ppf(0.95, 2) / effective)
     )
@@ -158,7 +157,7 @@ def test_known_relevance_radius_override(small_instance):
     assert result.diagnostics["confidence_radius"]["rule"] == "override"
 
 
-def test_default_ridge_bias_is_small_at_thousands_of_labels(small_instance):
+def test_default_ridge_bias_below_two_percent(small_instance):
     sources = small_instance.sample_sources([3000] * 6, rng=5)
     nu = small_instance.relevance
     unpenalised = run_known_relevance(sources, nu, 2, SolverSettings(ridge=1e-9))
@@ -364,3 +363,35 @@ def test_two_phases_end_to_end(clear_instance):
         result.diagnostics["ridge"]["joint"], result.diagnostics["ridge"]["target"]
     )
     json.dumps(result.diagnostics, allow_nan=False)
+
+
+def test_main_radius_adds_target_and_source_variance(clear_instance):
+    instance, _ = clear_instance
+    counts = np.array([400, 500, 300, 300, 600, 300])
+    sources = instance.sample_sources(counts, rng=0)
+    target = instance.sample("target", 150, rng=1)
+    result = run_main(sources, target, 3, relevance=instance.relevance)
+    variance = 1 / 150 + np.sum(instance.relevance**2 / counts)
+    record = result.diagnostics["confidence_radius"]
+    assert record["effective_labels"] == pytest.approx(1 / variance)
+    assert result.confidence_radius == pytest.approx(
+        np.sqrt(chi2.ppf(0.95, 3) * variance)
+    )
+
+
+def test_pilot_curvature_uses_planned_ridges(clear_instance):
+    instance, _ = clear_instance
+    sources = instance.sample_sources([200] * 6, rng=3)
+    target = instance.sample("target", 100, rng=4)
+    pilot = run_pilot(
+        sources,
+        target,
+        None,
+        3,
+        planned_source_labels=60_000,
+        planned_target_labels=1_000,
+    )
+    ridges = pilot.diagnostics["ridge"]
+    assert ridges["main_joint"] == pytest.approx(6 / 60_000)
+    assert ridges["main_target"] == pytest.approx(1 / 1_000)
+    assert ridges["curvature"] == pytest.approx(6 / 60_000)

@@ -55,8 +55,10 @@ def test_active_sample_symmetric_under_permutation(total, relevance, rnd):
     # Tasks with equal |nu| may swap a remainder label, so compare the
     # (|nu|, quota) pairs as multisets.
     weights = np.abs(np.asarray(relevance))
-    original_pairs = sorted(zip(weights.tolist(), counts.tolist()))
-    permuted_pairs = sorted(zip(weights[permutation].tolist(), permuted.tolist()))
+    original_pairs = sorted(zip(weights.tolist(), counts.tolist(), strict=True))
+    permuted_pairs = sorted(
+        zip(weights[permutation].tolist(), permuted.tolist(), strict=True)
+    )
     assert original_pairs == permuted_pairs
 
 
@@ -90,7 +92,10 @@ def test_active_sample_single_task_gets_everything():
 
 
 def test_active_sample_negative_relevance_uses_absolute_value():
-    assert active_sample(101, [-2.0, 1.0]).tolist() == active_sample(101, [2.0, 1.0]).tolist()
+    assert (
+        active_sample(101, [-2.0, 1.0]).tolist()
+        == active_sample(101, [2.0, 1.0]).tolist()
+    )
 
 
 def test_active_sample_zero_total():
@@ -116,7 +121,9 @@ def test_active_sample_rejects_invalid_input(total, relevance, argument):
         active_sample(total, relevance)
 
 
-remaining_vectors = st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=30)
+remaining_vectors = st.lists(
+    st.integers(min_value=0, max_value=10**6), min_size=1, max_size=30
+)
 
 
 @settings(max_examples=300, deadline=None)

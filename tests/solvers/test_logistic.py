@@ -1,6 +1,6 @@
 """Tests of the logistic likelihood and the single-task ridge logistic fit.
 
-Known answers come from closed forms, finite differences of an objective written
+Reference values come from closed forms, finite differences of an objective written
 out here with plain numpy, scikit-learn's LogisticRegression and
 scipy.optimize.minimize.
 """

@@ -150,14 +150,14 @@ def test_lowrank_fit_matches_scipy_inside_its_subspace():
     ridge = 0.02
     fit = fit_lowrank(tasks, 2, ridge, tol=1e-9)
     for m, task in enumerate(tasks):
-        one = [task]
+        single_task = [task]
 
-        def objective(w, one=one):
-            return reference_objective((fit.basis @ w)[:, None], one, ridge)
+        def objective(w, single_task=single_task):
+            return reference_objective((fit.basis @ w)[:, None], single_task, ridge)
 
-        def gradient(w, one=one):
+        def gradient(w, single_task=single_task):
             thetas = (fit.basis @ w)[:, None]
-            return fit.basis.T @ reference_gradients(thetas, one, ridge)[:, 0]
+            return fit.basis.T @ reference_gradients(thetas, single_task, ridge)[:, 0]
 
         result = scipy.optimize.minimize(
             objective, np.zeros(2), jac=gradient, method="BFGS", options={"gtol": 1e-11}
@@ -186,7 +186,7 @@ def test_random_start_reaches_spectral_objective():
     assert largest_principal_angle(random.basis, spectral.basis) < 0.01
 
 
-def test_rank_at_least_min_dimension_is_per_task_fit():
+def test_full_rank_fits_tasks_independently():
     # With rank >= M the constraint is inactive: each task is sklearn's fit.
     _, tasks = planted_tasks(5, 2, 3, 200, seed=10)
     ridge = 0.01
@@ -205,6 +205,38 @@ def test_rank_at_least_min_dimension_is_per_task_fit():
             assert_allclose(
                 fit.thetas[:, m], reference.coef_.ravel(), rtol=1e-5, atol=1e-7
             )
+
+
+def test_badly_scaled_features_converge():
+    # Feature scales spanning two decades and unequal task weights make the
+    # Hessian ill-conditioned; the preconditioned refinement still converges.
+    rng = np.random.default_rng(23)
+    d, M = 12, 6
+    basis = np.linalg.qr(rng.standard_normal((d, 2)))[0]
+    weights = rng.standard_normal((2, M)) * np.array([[4.0], [0.3]])
+    scales = np.logspace(-1.0, 1.0, d)
+    tasks = []
+    for m in range(M):
+        X = rng.standard_normal((300, d)) * scales
+        p = 1.0 / (1.0 + np.exp(-X @ (basis @ weights[:, m] / scales)))
+        tasks.append(TaskData(f"task{m}", X, (rng.random(300) < p).astype(float)))
+    fit = fit_lowrank(tasks, 2, 1e-3, max_iter=100)
+    assert fit.converged
+    assert fit.n_iter < 100
+
+
+def test_labels_without_signal_give_zero_estimate():
+    # With y = 1/2 everywhere Theta = 0 is the optimum at every rank.
+    rng = np.random.default_rng(24)
+    tasks = [
+        TaskData(f"task{m}", rng.standard_normal((30, 5)), np.full(30, 0.5))
+        for m in range(4)
+    ]
+    for rank in (1, 2, 4):
+        fit = fit_lowrank(tasks, rank, 0.01)
+        assert fit.converged
+        assert_allclose(fit.thetas, 0.0, atol=1e-10)
+        assert_allclose(fit.basis.T @ fit.basis, np.eye(fit.rank), atol=1e-12)
 
 
 def test_fit_reports_max_iter():

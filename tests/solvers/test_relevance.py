@@ -56,8 +56,9 @@ def reference_solution(Theta, theta, Lambda, beta, prior, radius, start):
         constraints.append(
             {
                 "type": "ineq",
-                "fun": lambda uv: radius
-                - np.sum((uv[:n_tasks] - uv[n_tasks:]) ** 2 / weights),
+                "fun": lambda uv: (
+                    radius - np.sum((uv[:n_tasks] - uv[n_tasks:]) ** 2 / weights)
+                ),
             }
         )
     x0 = np.concatenate([np.maximum(start, 0), np.maximum(-start, 0)])
@@ -229,7 +230,9 @@ def test_default_radius_keeps_planted_relevance_feasible():
     radius = default_ellipsoid_radius(Theta, theta, Lambda, prior)
     assert np.sum(nu_true**2 / prior) <= radius
     assert math.isfinite(radius)
-    assert radius == pytest.approx(2 * default_ellipsoid_radius(Theta, theta, Lambda, prior, scale=2.0))
+    assert radius == pytest.approx(
+        2 * default_ellipsoid_radius(Theta, theta, Lambda, prior, scale=2.0)
+    )
 
 
 def test_default_penalty_keeps_irrelevant_tasks_at_zero():
@@ -258,7 +261,9 @@ def test_default_penalty_scaling():
     assert small == pytest.approx(2 * large)
     norms = np.sqrt(np.einsum("dm,dm->m", Theta, Lambda @ Theta))
     assert small == pytest.approx(math.sqrt(2 * math.log(16) / 100) * norms.max())
-    assert default_lasso_penalty(Theta, Lambda, 100, scale=3.0) == pytest.approx(3 * small)
+    assert default_lasso_penalty(Theta, Lambda, 100, scale=3.0) == pytest.approx(
+        3 * small
+    )
     with_sources = default_lasso_penalty(
         Theta, Lambda, 100, source_labels=np.full(8, 50), target_theta=theta
     )
@@ -273,15 +278,21 @@ def test_lasso_degenerate_cases():
     no_prior = solve_relevance_lasso(Theta, theta, Lambda, 0.1, np.zeros(5), 1.0)
     assert np.all(no_prior.relevance == 0)
     c = Theta.T @ Lambda @ theta
-    huge_penalty = solve_relevance_lasso(Theta, theta, Lambda, np.abs(c).max() * 1.01, prior, 1.0)
+    huge_penalty = solve_relevance_lasso(
+        Theta, theta, Lambda, np.abs(c).max() * 1.01, prior, 1.0
+    )
     assert np.all(huge_penalty.relevance == 0)
     assert huge_penalty.converged
-    zero_sources = solve_relevance_lasso(np.zeros((6, 5)), theta, Lambda, 0.1, prior, 1.0)
+    zero_sources = solve_relevance_lasso(
+        np.zeros((6, 5)), theta, Lambda, 0.1, prior, 1.0
+    )
     assert np.all(zero_sources.relevance == 0)
     assert math.isfinite(zero_sources.objective)
     no_penalty = solve_relevance_lasso(Theta, theta, Lambda, 0.0, prior, math.inf)
     np.testing.assert_allclose(
-        no_penalty.relevance, np.linalg.solve(Theta.T @ Lambda @ Theta, Theta.T @ Lambda @ theta), atol=1e-8
+        no_penalty.relevance,
+        np.linalg.solve(Theta.T @ Lambda @ Theta, Theta.T @ Lambda @ theta),
+        atol=1e-8,
     )
 
 
@@ -327,7 +338,11 @@ def test_lasso_rejects_invalid_input(change, argument):
 
 def make_tasks(rng, d, sizes):
     return [
-        TaskData(f"task{m}", rng.normal(size=(n, d)), rng.integers(0, 2, size=n).astype(float))
+        TaskData(
+            f"task{m}",
+            rng.normal(size=(n, d)),
+            rng.integers(0, 2, size=n).astype(float),
+        )
         for m, n in enumerate(sizes)
     ]
 
@@ -342,10 +357,14 @@ def test_curvature_matches_outer_product_sum(monkeypatch):
             p = 1 / (1 + math.exp(-x @ thetas[:, m]))
             expected += p * (1 - p) * np.outer(x, x)
     expected = expected / 19 + 0.3 * np.eye(4)
-    np.testing.assert_allclose(curvature_matrix(tasks, thetas, 0.3), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        curvature_matrix(tasks, thetas, 0.3), expected, rtol=1e-12
+    )
     # Row blocks smaller than a task give the same matrix.
     monkeypatch.setattr(relevance_module, "_CURVATURE_CHUNK_ROWS", 5)
-    np.testing.assert_allclose(curvature_matrix(tasks, thetas, 0.3), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        curvature_matrix(tasks, thetas, 0.3), expected, rtol=1e-12
+    )
 
 
 def test_curvature_is_finite_for_huge_logits():

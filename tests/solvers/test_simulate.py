@@ -176,7 +176,7 @@ def test_min_l1_matches_brute_force(instance):
     assert representation.l1_norm <= np.abs(instance.relevance).sum() + 1e-9
 
 
-def test_min_l1_of_single_task_target_is_that_task():
+def test_min_l1_single_task_target():
     planted = make_planted_instance(8, 3, 5, relevance=[0, 0, 1.0, 0, 0], seed=4)
     representation = min_l1_representation(planted.source_thetas, planted.target_theta)
     np.testing.assert_allclose(representation.relevance, [0, 0, 1.0, 0, 0], atol=1e-9)

@@ -1,0 +1,104 @@
+"""Request and response models of the policy endpoint."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PolicyContext(BaseModel):
+    """One context (prompt) and the features of its candidate actions (responses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int | None = Field(
+        default=None, description="Optional client key, echoed in the decision."
+    )
+    actions: list[list[float]] = Field(
+        description="Features phi(s, a) of each candidate action: d numbers each."
+    )
+    reference: Literal["mean"] | int | None = Field(
+        default=None,
+        description=(
+            "What each action is measured against: null for no shift, `mean` for "
+            "the mean of the candidates, or the index of a baseline candidate. "
+            "Preferences only identify feature differences, so the reference "
+            "decides what the pessimism term penalises."
+        ),
+    )
+
+
+class PolicyRequest(BaseModel):
+    """Contexts to decide, and how to decide them."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "contexts": [
+                        {
+                            "id": "prompt-1",
+                            "actions": [[0.1, 0.4, -0.2], [0.3, -0.1, 0.0]],
+                            "reference": "mean",
+                        }
+                    ],
+                    "mode": "pessimistic",
+                }
+            ]
+        },
+    )
+
+    contexts: list[PolicyContext] = Field(
+        description="Contexts to decide, at least one."
+    )
+    mode: Literal["pessimistic", "lower_confidence_bound", "greedy"] = Field(
+        default="pessimistic",
+        description=(
+            "`pessimistic`: batch max-min over the confidence set, with the "
+            "contexts as the context distribution. `lower_confidence_bound`: per "
+            "context, the action with the largest lower bound. `greedy`: the "
+            "largest estimate."
+        ),
+    )
+    confidence_radius: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Radius r to use instead of the fit's; null keeps the fit's.",
+    )
+
+
+class PolicyDecision(BaseModel):
+    """The action chosen for one context."""
+
+    id: str | int | None = Field(description="The context's `id` from the request.")
+    action: int = Field(description="Zero-based index of the chosen action.")
+    estimate: float = Field(
+        description="phi~ . theta_hat of the chosen action (after the reference shift)."
+    )
+    lower_bound: float = Field(
+        description="phi~ . theta_hat - r ||phi~||_{Lambda^-1} of the chosen action."
+    )
+
+
+class PolicyOut(BaseModel):
+    """Decisions for every context, with the model and solve that produced them."""
+
+    fit_id: str = Field(description="Fit whose model was used.")
+    mode: str = Field(description="Mode requested.")
+    confidence_radius: float = Field(description="Radius r used.")
+    decisions: list[PolicyDecision] = Field(
+        description="One decision per context, in request order."
+    )
+    value: float = Field(
+        description=(
+            "Worst-case mean value over the confidence set of the chosen actions."
+        )
+    )
+    stochastic_value: float = Field(
+        description="Worst-case value of the stochastic max-min policy."
+    )
+    gap: float = Field(description="Duality gap of the max-min solve.")
+    converged: bool = Field(description="Whether the solve reached its tolerance.")

@@ -1,0 +1,1 @@
+"""Alembic migrations of the prefbudget database (``alembic.ini`` lives here)."""

@@ -188,6 +188,7 @@ def summarise(runs: Sequence[RunRecord]) -> dict[str, Any]:
             summary["std"] / math.sqrt(differences.size) if differences.size else 0.0
         )
         summary["active_better_runs"] = int(np.sum(better))
+        summary["equal_runs"] = int(np.sum(differences == 0))
         paired[metric] = summary
 
     concentrations = [
@@ -214,8 +215,9 @@ def verdict(summary: dict[str, Any]) -> str:
     runs = paired["n"]
     text = (
         f"active minus uniform pairwise accuracy: {difference:+.4f} "
-        f"(standard error {error:.4f}, active better in "
-        f"{paired['active_better_runs']} of {runs} runs)"
+        f"(standard error {error:.4f}; active better in "
+        f"{paired['active_better_runs']}, equal in {paired['equal_runs']} of "
+        f"{runs} runs)"
     )
     if runs < 2:
         return f"One run cannot separate active from uniform sampling: {text}."

@@ -127,6 +127,7 @@ def test_summary_is_json_and_paired():
     paired = summary["active_minus_uniform"]["target_pairwise_accuracy"]
     assert paired["mean"] == pytest.approx(0.03)
     assert paired["active_better_runs"] == 2
+    assert paired["equal_runs"] == 0
     assert summary["relevance_concentration"]["mean"] == pytest.approx(2.0)
 
 

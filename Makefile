@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The first run writes a random admin key to .admin-key; PREFBUDGET_ADMIN_KEY overrides it.
 run: $(STAMP)
-	$(BIN)/prefbudget serve
+	@test -s .admin-key || $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > .admin-key
+	@echo "Admin API key: see .admin-key (send it as 'Authorization: Bearer <key>')"
+	PREFBUDGET_ADMIN_KEY="$${PREFBUDGET_ADMIN_KEY:-$$(cat .admin-key)}" $(BIN)/prefbudget serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -91,8 +91,8 @@ def active_sample(total: int, relevance: ArrayLike) -> np.ndarray:
     weights = np.abs(_check_vector(relevance, "relevance"))
     n_tasks = weights.size
 
-    # Exact shares of eq. 3.1; nu = 0 leaves only the uniform half, so it is
-    # the uniform split over the whole budget.
+    # Exact shares of eq. 3.1. The formula is 0/0 at nu = 0, which is defined
+    # as the uniform split of the whole budget.
     l1 = float(weights.sum())
     if l1 > 0.0:
         shares = weights / (2.0 * l1) + 1.0 / (2.0 * n_tasks)
@@ -105,7 +105,7 @@ def active_sample(total: int, relevance: ArrayLike) -> np.ndarray:
     leftover = total - int(floors.sum())
     if leftover < 0:
         # Float rounding of the shares can push the floors one label over the
-        # budget; take the excess back from the smallest remainders.
+        # budget, so take the excess back from the smallest remainders.
         counts = floors.astype(np.int64)
         order = np.lexsort((-np.arange(n_tasks), weights, remainders))
         order = order[counts[order] > 0]
@@ -154,7 +154,7 @@ def split_batch(batch: int, remaining: ArrayLike) -> np.ndarray:
     if batch >= total_need:
         return np.asarray(need, dtype=np.int64)
 
-    # Python integers keep batch * r_m exact for any size; the floor of each
+    # Python integers keep batch * r_m exact for any size, and the floor of each
     # share is at most r_m because batch < sum(r).
     floors = np.array([batch * r // total_need for r in need], dtype=np.int64)
     remainders = np.array([batch * r % total_need for r in need], dtype=np.float64)

@@ -167,6 +167,7 @@ class _NewtonResult:
     converged: bool
     gradient_norm: float
     message: str
+    logits: np.ndarray  # Z @ w at the returned w
 
 
 def _newton_logistic(
@@ -224,20 +225,23 @@ def _newton_logistic(
             break
 
         # Newton direction, damped only when the Hessian is numerically singular
-        # (ridge 0 with collinear or too few features).
+        # (ridge 0 with collinear or too few features). If even heavy damping
+        # fails, a scaled gradient step is used.
         hessian = (Z.T * (p * (1.0 - p))) @ Z
         hessian[np.diag_indices(k)] += 2.0 * penalty
         delta = 0.0
         reference = max(float(np.trace(hessian)) / max(k, 1), 1e-12)
-        while True:
+        step = -gradient / reference
+        for _ in range(12):
             try:
                 factor = scipy.linalg.cho_factor(
                     hessian + delta * np.eye(k), check_finite=False
                 )
-                step = -scipy.linalg.cho_solve(factor, gradient, check_finite=False)
-                break
             except np.linalg.LinAlgError:
                 delta = reference * 1e-10 if delta == 0.0 else delta * 100.0
+                continue
+            step = -scipy.linalg.cho_solve(factor, gradient, check_finite=False)
+            break
         slope = float(gradient @ step)
 
         # Armijo backtracking. When the predicted decrease is below the rounding
@@ -261,7 +265,7 @@ def _newton_logistic(
             break
         w, t, p, objective = w_trial, t_trial, p_trial, trial
 
-    return _NewtonResult(w, objective, n_iter, converged, gradient_norm, message)
+    return _NewtonResult(w, objective, n_iter, converged, gradient_norm, message, t)
 
 
 def _check_positive(value: float, name: str, task: str) -> None:

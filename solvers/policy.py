@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 MODES = ("pessimistic", "lower_confidence_bound", "greedy")
 
-# Bisection steps of the exact Frank-Wolfe line search; 60 halvings of [0, 1]
+# Bisection steps of the exact Frank-Wolfe line search: 60 halvings of [0, 1]
 # reach float64 resolution.
 _LINE_SEARCH_STEPS = 60
 
@@ -344,7 +344,7 @@ class _ContextBatch:
             shifted.append(features - _reference_point(features, reference, s))
             sizes.append(features.shape[0])
 
-        # Pad to (S, A_max, d); padded actions get -inf scores in argmax.
+        # Pad to (S, A_max, d). Padded actions get -inf scores in argmax.
         self.sizes = np.asarray(sizes)
         self.n_contexts = n_contexts
         self.radius = radius
@@ -390,7 +390,7 @@ class _ContextBatch:
         """Return ``phi~_sa . theta'`` at the worst case ``theta'`` of ``v``."""
         norm = float(np.linalg.norm(mean_whitened))
         if norm == 0.0:
-            # At v = 0 any theta' in C is a worst case; theta itself is one.
+            # At v = 0 any theta' in C is a worst case, and theta itself is one.
             return self.estimates.copy()
         direction = mean_whitened / norm
         return self.estimates - self.radius * (self.whitened @ direction)
@@ -451,7 +451,7 @@ def _pessimistic(
         and int(batch.mask.sum()) <= _MAX_DUAL_ROWS
     ):
         # The bound from the iterates is loose when v is near 0, where f has a
-        # kink; solve the dual directly for a tighter certificate.
+        # kink, so solve the dual directly for a tighter certificate.
         bound = min(bound, _dual_bound(batch, probabilities))
     gap = max(bound - stochastic_value, 0.0)
     converged = gap <= tol * scale
@@ -541,7 +541,7 @@ def _frank_wolfe(
     n_iter = 0
     for iteration in range(1, max_iter + 1):
         n_iter = iteration
-        # Worst case theta' of the current v; every theta' in C gives a bound.
+        # Worst case theta' of the current v. Every theta' in C gives a bound.
         scores = batch.worst_case_scores(mean_whitened)
         vertex = batch.argmax(scores)
         bound = min(bound, float(scores[rows, vertex].mean()))

@@ -29,8 +29,8 @@ from solvers.logistic import sigmoid_derivative
 
 logger = logging.getLogger(__name__)
 
-# Rows of one task processed at a time by curvature_matrix; bounds the extra
-# memory to this many rows times d floats.
+# Rows of one task that curvature_matrix processes at a time, which bounds the
+# extra memory to this many rows times d floats.
 _CURVATURE_CHUNK_ROWS = 65_536
 
 # Relative slack under which the ellipsoid constraint counts as active when
@@ -190,7 +190,7 @@ def solve_relevance_lasso(
     -------
     LassoResult
         The estimate and its certificate. Non-convergence is reported through
-        ``converged`` and ``message``; it never raises.
+        ``converged`` and ``message`` rather than by an exception.
 
     Raises
     ------

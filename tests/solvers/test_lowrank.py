@@ -329,6 +329,7 @@ def test_nan_features_are_rejected_by_name():
         (0, 0.1, {}, "rank"),
         (True, 0.1, {}, "rank"),
         (1.5, 0.1, {}, "rank"),
+        ("2", 0.1, {}, "rank"),
         (1, 0.0, {}, "ridge"),
         (1, -0.1, {}, "ridge"),
         (1, np.inf, {}, "ridge"),
@@ -388,7 +389,13 @@ def test_select_rank_needs_labels_in_every_fold():
 
 @pytest.mark.parametrize(
     ("candidates", "n_folds", "fragment"),
-    [([], 3, "candidates"), ([0, 1], 3, "candidates"), ([1], 1, "n_folds")],
+    [
+        ([], 3, "candidates"),
+        ([0, 1], 3, "candidates"),
+        (["a"], 3, "candidates"),
+        ([1.5], 3, "candidates"),
+        ([1], 1, "n_folds"),
+    ],
 )
 def test_select_rank_rejects_invalid_arguments(candidates, n_folds, fragment):
     _, tasks = planted_tasks(4, 1, 2, 20, seed=22)

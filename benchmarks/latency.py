@@ -42,7 +42,7 @@ from solvers.simulate import make_planted_instance
 
 LOAD_BATCH = 5000
 ROOT = Path(__file__).resolve().parents[1]
-RUNNERS = ("thread", "worker", "nice-worker")
+RUNNERS = ("in-process", "worker", "nice-worker")
 
 # Body of the separate fit worker process of the "worker" runners.
 WORKER_SCRIPT = """
@@ -178,12 +178,12 @@ def measure(
     labels: int,
     requests: int,
     ingest_rows: int,
-    runner: str = "thread",
+    runner: str = "in-process",
     out: TextIO,
 ) -> dict[str, Any]:
     """Run the benchmark and return its figures (also written to ``out``).
 
-    ``runner`` selects where the fit computes: ``thread`` is the in-process
+    ``runner`` selects where the fit computes: ``in-process`` is the
     runner of the API process (the default of ``prefbudget serve``),
     ``worker`` a separate worker process, and ``nice-worker`` a separate
     worker process at nice level 10.
@@ -195,10 +195,10 @@ def measure(
     instance = make_planted_instance(dimension, rank, n_sources, seed=0)
     rng = np.random.default_rng(0)
     process, base_url = _start_server(
-        url, workdir / "uvicorn.log", in_process=runner == "thread"
+        url, workdir / "uvicorn.log", in_process=runner == "in-process"
     )
     worker = None
-    if runner != "thread":
+    if runner != "in-process":
         command = [sys.executable, "-c", WORKER_SCRIPT]
         if runner == "nice-worker":
             command = ["nice", "-n", "10", *command]
@@ -356,12 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runner",
         choices=RUNNERS,
-        default="thread",
+        default="in-process",
         help="where the fit runs: the in-process runner of the API process "
         "(default), a separate worker process, or one at nice 10",
     )
+
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
+
     results = measure(
         database_url=args.database_url,
         dimension=args.dimension,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -73,34 +74,17 @@ async def post_comparisons(
     """
     body = await request.body()
     counts = await run_in_threadpool(
-        _ingest_body,
-        session,
-        study_id,
-        body,
-        settings.max_batch_rows,
-        settings.max_reported_errors,
+        partial(
+            ingest.ingest_json_body,
+            session,
+            study_id,
+            body,
+            max_rows=settings.max_batch_rows,
+            max_reported_errors=settings.max_reported_errors,
+        )
     )
     record_labels_after_commit(session, counts.inserted, counts.duplicates)
     return IngestResult(inserted=counts.inserted, duplicates=counts.duplicates)
-
-
-def _ingest_body(
-    session: Session,
-    study_id: str,
-    body: bytes,
-    max_rows: int,
-    max_reported_errors: int,
-) -> ingest.IngestCounts:
-    rows, indices, schema_errors = ingest.parse_batch(body, max_rows)
-    study = require_study(session, study_id, for_update=True)
-    return ingest.ingest_batch(
-        session,
-        study,
-        rows,
-        indices,
-        schema_errors=schema_errors,
-        max_reported_errors=max_reported_errors,
-    )
 
 
 @router.post(

@@ -47,3 +47,37 @@ def content_hash(task: str, features: bytes, label: float) -> str:
     digest.update(features)
     digest.update(struct.pack("<d", label))
     return digest.hexdigest()
+
+
+def encode_rows(
+    task_names: Sequence[str], features: np.ndarray, labels: np.ndarray
+) -> tuple[list[bytes], list[str]]:
+    """Encode ``n`` comparisons: feature blobs and :func:`content_hash` digests.
+
+    ``features`` has shape ``(n, d)`` and ``labels`` shape ``(n,)``. The result
+    equals ``[encode_array(row) for row in features]`` and
+    ``[content_hash(task, blob, label) ...]``, computed from one buffer that
+    holds each row's features followed by its label, so the per-row Python
+    work is a slice and one hash update.
+    """
+    count, dimension = features.shape
+    record = np.empty((count, dimension + 1), dtype=FLOAT_DTYPE)
+    record[:, :dimension] = features
+    record[:, dimension] = labels
+    buffer = record.tobytes()
+    view = memoryview(buffer)
+    width = record.itemsize * (dimension + 1)
+    feature_width = width - record.itemsize
+    starts = range(0, count * width, width)
+
+    blobs = [buffer[start : start + feature_width] for start in starts]
+    prefixes = {
+        name: hashlib.sha256(name.encode("utf-8") + b"\x00")
+        for name in set(task_names)
+    }
+    hashes = []
+    for name, start in zip(task_names, starts, strict=True):
+        digest = prefixes[name].copy()
+        digest.update(view[start : start + width])
+        hashes.append(digest.hexdigest())
+    return blobs, hashes

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Comparison, Fit, Study
@@ -71,3 +72,52 @@ def stored_hashes(
         for client_id, digest in session.execute(statement):
             found[client_id] = digest
     return found
+
+
+COMPARISON_COLUMNS = (
+    "study_id",
+    "task_id",
+    "client_id",
+    "features",
+    "label",
+    "phase",
+    "content_hash",
+)
+
+
+def insert_comparisons(session: Session, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert comparison rows given as tuples in ``COMPARISON_COLUMNS`` order.
+
+    The rows go to the driver without SQLAlchemy's per-row parameter
+    processing, which costs about as much as SQLite's own insert work:
+    PostgreSQL through psycopg gets one ``COPY ... FROM STDIN``, SQLite one
+    driver-level ``executemany``, and other databases a Core executemany.
+    A unique violation raises :class:`sqlalchemy.exc.IntegrityError` on every
+    path.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    columns = ", ".join(COMPARISON_COLUMNS)
+    table = Comparison.__tablename__
+
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        cursor = connection.connection.driver_connection.cursor()
+        statement = f"COPY {table} ({columns}) FROM STDIN"
+        try:
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except dialect.loaded_dbapi.IntegrityError as exc:
+            raise IntegrityError(statement, None, exc) from exc
+        finally:
+            cursor.close()
+    elif dialect.name == "sqlite":
+        markers = ", ".join("?" * len(COMPARISON_COLUMNS))
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} ({columns}) VALUES ({markers})", list(rows)
+        )
+    else:
+        values = [dict(zip(COMPARISON_COLUMNS, row, strict=True)) for row in rows]
+        connection.execute(insert(Comparison.__table__), values)

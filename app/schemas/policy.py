@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class PolicyContext(BaseModel):
@@ -18,7 +18,7 @@ class PolicyContext(BaseModel):
     actions: list[list[float]] = Field(
         description="Features phi(s, a) of each candidate action: d numbers each."
     )
-    reference: Literal["mean"] | int | None = Field(
+    reference: Literal["mean"] | StrictInt | None = Field(
         default=None,
         description=(
             "What each action is measured against: null for no shift, `mean` for "

@@ -173,10 +173,15 @@ def test_policy_rejects_empty_contexts_and_bad_mode(client, fitted_study):
         url, json={"contexts": [{"actions": [[0.0] * 4], "reference": "median"}]}
     )
 
+    boolean_reference = client.post(
+        url, json={"contexts": [{"actions": [[0.0] * 4], "reference": True}]}
+    )
+
     assert empty.status_code == 422
     assert empty.json()["errors"][0]["field"] == "contexts"
     assert bad_mode.status_code == 422
     assert bad_reference.status_code == 422
+    assert boolean_reference.status_code == 422
 
 
 def test_policy_rejects_non_finite_features(client, fitted_study):

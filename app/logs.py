@@ -85,6 +85,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Stream handler that writes to whatever ``sys.stderr`` is at emit time.
+
+    Test runners and embedding programs replace ``sys.stderr``; a handler that
+    kept the object from configuration time would write to a closed stream.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", log_format: str = "plain") -> None:
     """Send every log record to standard error in ``log_format`` at ``level``.
 
@@ -92,7 +111,7 @@ def configure_logging(level: str = "INFO", log_format: str = "plain") -> None:
     the output. Uvicorn's loggers propagate to the root and so share the
     format.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.addFilter(ContextFilter())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -12,6 +12,8 @@ import time
 BENCHMARKS = {
     "sample_efficiency": "benchmarks.sample_efficiency",
     "fit_speed": "benchmarks.fit_speed",
+    "ingest": "benchmarks.ingest",
+    "latency": "benchmarks.latency",
 }
 
 

@@ -8,7 +8,7 @@
 #    with no client, the script says so and goes on with the other checks.
 # 2. Lint the Dockerfile's structure and cross-check the environment variables
 #    of the Dockerfile and the compose file against app.settings and the
-#    configuration table in docs/deploy.md (ci/lint_container_recipe.py).
+#    configuration table in README.md (ci/lint_container_recipe.py).
 # 3. Copy the files that .dockerignore lets into the build context, run
 #    docker/install.sh on them into a throwaway virtual environment (the same
 #    step the Dockerfile's builder runs), then import the app, migrate a

@@ -11,7 +11,7 @@ Checks, with the standard library and app.settings only (no downloads):
 - every PREFBUDGET_ variable set in the Dockerfile or docker-compose.yml is a
   field of a settings class under app/ (app.settings.Settings and the
   classes beside it), and every such field has a row in the configuration
-  table of docs/deploy.md.
+  table of README.md.
 
 Exits with status 1 and one line per problem when a check fails.
 """
@@ -217,15 +217,15 @@ def lint_configuration(dockerfile: str, problems: list[str]) -> None:
     for name in sorted(used - known - COMPOSE_ONLY_VARIABLES):
         problems.append(f"{name} is set for the containers but is no Settings field")
 
-    deploy = REPO / "docs" / "deploy.md"
+    readme = REPO / "README.md"
     table_rows = {
         match
-        for line in deploy.read_text().splitlines()
+        for line in readme.read_text().splitlines()
         if line.startswith("|")
         for match in ENV_VARIABLE.findall(line.split("|")[1])
     }
     for name in sorted((known | used) - table_rows):
-        problems.append(f"{name} has no row in the table of docs/deploy.md")
+        problems.append(f"{name} has no row in the configuration table of README.md")
 
 
 def main() -> int:

@@ -9,8 +9,9 @@ against the same database, in the same run:
    ``POST /v1/studies/{id}/comparisons``, one after another. The request
    bodies are encoded before the clock starts. Baseline: the same rows,
    inserted with one SQLAlchemy Core ``insert(Comparison)`` executemany per
-   1,000 rows, one transaction each, timing the parameter building (feature
-   bytes) and the insert.
+   1,000 rows, one committed transaction each, timing the parameter building
+   (feature bytes) and the insert. API batches and baseline transactions
+   alternate, so that load from other processes hits both alike.
 2. Parquet import: one file of ``import_rows`` such rows (1,000,000 by
    default) sent to ``POST /v1/studies/{id}/comparisons/import``. Baseline:
    the same rows in one transaction, 20,000 per executemany. The server's
@@ -52,16 +53,22 @@ def _free_port() -> int:
 
 
 def _study_body(name: str) -> dict[str, Any]:
-    # Budgets far above the rows sent, so no phase completes and no fit runs.
-    huge = 10**12
+    # Algorithm 2 with pilot budgets far above the rows sent, so the study stays
+    # in its pilot phase, every task takes labels and no fit runs.
+    huge = 10**9
     return {
         "name": name,
         "dimension": DIMENSION,
         "rank": 2,
         "source_tasks": TASKS[:-1],
         "target_task": TASKS[-1],
-        "relevance": {task: 1.0 for task in TASKS[:-1]},
-        "budget": {"source": huge, "target": huge},
+        "relevance": None,
+        "budget": {
+            "source": huge,
+            "target": huge,
+            "pilot_source": huge // 2,
+            "pilot_target": huge // 2,
+        },
     }
 
 
@@ -124,56 +131,76 @@ def _rows(
     return features, labels, tasks
 
 
-def _baseline_insert(
-    database_url: str, study_id: str, rows: tuple[np.ndarray, ...], per_transaction: int
-) -> float:
-    """Insert rows with SQLAlchemy Core; return the elapsed seconds."""
-    from sqlalchemy import insert, select
+class CoreBaseline:
+    """Plain SQLAlchemy Core bulk insert of benchmark rows into one study.
 
-    from app.db.engine import create_db_engine
-    from app.db.models import Comparison, Study, Task
+    Each row gets the same columns the service stores: study, task, no client
+    id, the features as float64 bytes, the label, the study's phase and a
+    64-character placeholder content hash.
+    """
 
-    features, labels, tasks = rows
-    engine = create_db_engine(database_url)
-    with engine.connect() as connection:
-        task_ids = dict(
-            connection.execute(
-                select(Task.name, Task.id).where(Task.study_id == study_id)
-            ).all()
-        )
-        phase = connection.execute(
-            select(Study.phase).where(Study.id == study_id)
-        ).scalar_one()
-    ids = [task_ids[name] for name in TASKS]
-    placeholder_hash = "0" * 64
+    def __init__(self, database_url: str, study_id: str) -> None:
+        from sqlalchemy import select
 
-    started = time.perf_counter()
-    for start in range(0, len(labels), per_transaction):
-        stop = min(start + per_transaction, len(labels))
-        with engine.begin() as connection:
+        from app.db.engine import create_db_engine
+        from app.db.models import Study, Task
+
+        self.engine = create_db_engine(database_url)
+        self.study_id = study_id
+        with self.engine.connect() as connection:
+            task_ids = dict(
+                connection.execute(
+                    select(Task.name, Task.id).where(Task.study_id == study_id)
+                ).all()
+            )
+            self.phase = connection.execute(
+                select(Study.phase).where(Study.id == study_id)
+            ).scalar_one()
+        self.task_ids = [task_ids[name] for name in TASKS]
+
+    def insert(self, rows: tuple[np.ndarray, ...], start: int, stop: int) -> float:
+        """Insert rows ``start:stop`` in one transaction; return the seconds."""
+        from sqlalchemy import insert
+
+        from app.db.models import Comparison
+
+        features, labels, tasks = rows
+        placeholder_hash = "0" * 64
+        started = time.perf_counter()
+        with self.engine.begin() as connection:
             for chunk in range(start, stop, CHUNK_ROWS):
                 end = min(chunk + CHUNK_ROWS, stop)
                 values = [
                     {
-                        "study_id": study_id,
-                        "task_id": ids[tasks[i]],
+                        "study_id": self.study_id,
+                        "task_id": self.task_ids[tasks[i]],
                         "client_id": None,
                         "features": features[i].tobytes(),
                         "label": float(labels[i]),
-                        "phase": phase,
+                        "phase": self.phase,
                         "content_hash": placeholder_hash,
                     }
                     for i in range(chunk, end)
                 ]
                 connection.execute(insert(Comparison.__table__), values)
-    elapsed = time.perf_counter() - started
-    engine.dispose()
-    return elapsed
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
 def _json_batches(
-    http: httpx.Client, study_id: str, rows: tuple[np.ndarray, ...]
-) -> float:
+    http: httpx.Client,
+    study_id: str,
+    baseline: CoreBaseline,
+    rows: tuple[np.ndarray, ...],
+) -> tuple[float, float]:
+    """Time the API batches and the baseline inserts, interleaved.
+
+    Batch ``i`` goes to the API and the same 1,000 rows to the baseline in
+    turn (the order alternates), so load from other processes on the machine
+    falls on both sides alike. Returns (API seconds, baseline seconds).
+    """
     features, labels, tasks = rows
     bodies = []
     for start in range(0, len(labels), BATCH_ROWS):
@@ -189,11 +216,19 @@ def _json_batches(
 
     url = f"/v1/studies/{study_id}/comparisons"
     headers = {"content-type": "application/json"}
-    started = time.perf_counter()
-    for body in bodies:
+    api_seconds = baseline_seconds = 0.0
+    for number, body in enumerate(bodies):
+        start = number * BATCH_ROWS
+        stop = min(start + BATCH_ROWS, len(labels))
+        if number % 2:
+            baseline_seconds += baseline.insert(rows, start, stop)
+        started = time.perf_counter()
         response = http.post(url, content=body, headers=headers)
         response.raise_for_status()
-    return time.perf_counter() - started
+        api_seconds += time.perf_counter() - started
+        if not number % 2:
+            baseline_seconds += baseline.insert(rows, start, stop)
+    return api_seconds, baseline_seconds
 
 
 def _write_parquet(path: Path, rows: tuple[np.ndarray, ...]) -> None:
@@ -262,8 +297,13 @@ def run(
 
                 # 1. JSON batches of 1,000 against Core inserts of 1,000.
                 rows = _rows(rng, batches * BATCH_ROWS)
-                api_seconds = _json_batches(http, study_ids[0], rows)
-                base_seconds = _baseline_insert(url, study_ids[1], rows, BATCH_ROWS)
+                baseline = CoreBaseline(url, study_ids[1])
+                try:
+                    api_seconds, base_seconds = _json_batches(
+                        http, study_ids[0], baseline, rows
+                    )
+                finally:
+                    baseline.close()
                 count = batches * BATCH_ROWS
                 api_rate, base_rate = count / api_seconds, count / base_seconds
                 figures.update(json_rate=api_rate, json_baseline_rate=base_rate)
@@ -289,7 +329,11 @@ def run(
                 response.raise_for_status()
                 import_seconds = time.perf_counter() - started
                 peak = server.peak_rss_bytes()
-                base_seconds = _baseline_insert(url, study_ids[3], rows, import_rows)
+                baseline = CoreBaseline(url, study_ids[3])
+                try:
+                    base_seconds = baseline.insert(rows, 0, import_rows)
+                finally:
+                    baseline.close()
                 import_rate = import_rows / import_seconds
                 base_rate = import_rows / base_seconds
                 figures.update(

@@ -72,8 +72,7 @@ def encode_rows(
 
     blobs = [buffer[start : start + feature_width] for start in starts]
     prefixes = {
-        name: hashlib.sha256(name.encode("utf-8") + b"\x00")
-        for name in set(task_names)
+        name: hashlib.sha256(name.encode("utf-8") + b"\x00") for name in set(task_names)
     }
     hashes = []
     for name, start in zip(task_names, starts, strict=True):

@@ -2,9 +2,14 @@
 
 Every request is all-or-nothing. Rows are first turned into arrays
 (:class:`PreparedRows`) and checked; errors are collected for every bad row
-and raised together as one 422. Valid rows are inserted with one executemany
-``INSERT`` per chunk inside the request's transaction, so a later error (a bad
+and raised together as one 422. Valid rows are inserted chunk by chunk inside
+the request's transaction (:func:`app.db.queries.insert_comparisons`: ``COPY``
+on PostgreSQL, a driver-level executemany on SQLite), so a later error (a bad
 row further down an import file, a 409) rolls back everything.
+
+JSON batches first try :func:`parse_batch_fast`, which turns a valid body into
+arrays without building pydantic objects. A body it does not accept goes
+through the validating path, which reports every bad row.
 
 Idempotency: a row with a client ``id`` whose id is already stored in the
 study is a duplicate when its content hash matches and a conflict (409,
@@ -338,6 +343,11 @@ def store_rows(session: Session, study: Study, rows: PreparedRows) -> IngestCoun
             ]
         if not values:
             return IngestCounts(0, duplicates)
+        if not any(rows.client_ids):
+            # Without client ids the unique constraint cannot fire (NULLs never
+            # collide), so the savepoint for the retry below is not needed.
+            queries.insert_comparisons(session, values)
+            return IngestCounts(len(values), duplicates)
         try:
             with session.begin_nested():
                 queries.insert_comparisons(session, values)
@@ -393,7 +403,9 @@ def ingest_batch(
     return _store_batch(session, study, prepared)
 
 
-def _store_batch(session: Session, study: Study, prepared: PreparedRows) -> IngestCounts:
+def _store_batch(
+    session: Session, study: Study, prepared: PreparedRows
+) -> IngestCounts:
     counts = store_rows(session, study, prepared)
     after_ingest(session, study)
     logger.info(
@@ -546,7 +558,11 @@ def _parquet_chunks(
     import pyarrow.parquet as pq
 
     try:
-        parquet_file = pq.ParquetFile(path)
+        # pyarrow's default pre-buffering keeps every row group read so far in
+        # memory until the file is closed, so memory would grow with the file.
+        # A buffered stream reads pages as needed and keeps the import's
+        # arrow memory near one record batch.
+        parquet_file = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValidationProblem(
             "the body is not a readable Parquet file",
@@ -829,12 +845,17 @@ def _number_matrix(lists: list[Any]) -> np.ndarray | None:
     return matrix.astype(np.float64, copy=False)
 
 
+def _types_within(values: list[Any], types: tuple[type, ...]) -> bool:
+    """Return whether every value's exact type is in ``types`` (bool is not int)."""
+    return set(map(type, values)) <= set(types)
+
+
 def parse_batch_fast(body: bytes, max_rows: int) -> ParsedBatch | None:
     """Decode a valid batch body straight into arrays; None when in doubt.
 
-    Accepts a subset of what the ``ComparisonBatch`` schema accepts: every row
-    gives ``features``, or every row gives ``first`` and ``second``; labels
-    are JSON numbers in [0, 1]; vectors contain numbers only. For anything
+    Accepts a subset of what the ``ComparisonBatch`` schema accepts. Every row
+    gives ``features``, or every row gives ``first`` and ``second``. Labels
+    are JSON numbers in [0, 1], and vectors contain numbers only. For anything
     else (including every invalid body) it returns None, and the caller runs
     :func:`parse_batch`, which validates row by row and names each error.
     Skipping pydantic here matters: building and checking 64,000 floats per
@@ -849,49 +870,48 @@ def parse_batch_fast(body: bytes, max_rows: int) -> ParsedBatch | None:
     items = document.get("comparisons")
     if type(items) is not list or not 0 < len(items) <= max_rows:
         return None
-    first_row = items[0]
-    if type(first_row) is not dict:
+    # Column by column with comprehensions: a missing key, a row that is not
+    # an object or a value of the wrong type sends the batch to the slow path.
+    if not all(type(row) is dict and row.keys() <= ROW_KEYS for row in items):
         return None
-    pairs = "features" not in first_row
+    try:
+        task_names = [row["task"] for row in items]
+        raw_labels = [row["label"] for row in items]
+    except KeyError:
+        return None
+    client_ids = [row.get("id") for row in items]
+    if not _types_within(task_names, (str,)):
+        return None
+    if not _types_within(raw_labels, (float, int)):
+        return None
+    try:
+        labels = np.array(raw_labels, dtype=np.float64)
+    except OverflowError:
+        return None
+    if not ((labels >= 0.0) & (labels <= 1.0)).all():
+        return None
+    if not _types_within(client_ids, (type(None),)) and not all(
+        client_id is None or (type(client_id) is str and 1 <= len(client_id) <= 200)
+        for client_id in client_ids
+    ):
+        return None
 
-    task_names: list[str] = []
-    client_ids: list[str | None] = []
-    labels: list[float] = []
-    vectors: list[Any] = []
-    seconds: list[Any] = []
-    for row in items:
-        if type(row) is not dict or not row.keys() <= ROW_KEYS:
-            return None
-        task = row.get("task")
-        label = row.get("label")
-        client_id = row.get("id")
-        if type(task) is not str:
-            return None
-        if type(label) is not float and type(label) is not int:
-            return None
-        if not 0 <= label <= 1:
-            return None
-        if client_id is not None and (
-            type(client_id) is not str or not 1 <= len(client_id) <= 200
-        ):
-            return None
+    pairs = "features" not in items[0]
+    try:
         if pairs:
-            first = row.get("first")
-            second = row.get("second")
-            if "features" in row or type(first) is not list:
+            vectors = [row["first"] for row in items]
+            seconds = [row["second"] for row in items]
+            if any("features" in row for row in items):
                 return None
-            if type(second) is not list:
-                return None
-            vectors.append(first)
-            seconds.append(second)
         else:
-            features = row.get("features")
-            if type(features) is not list or "first" in row or "second" in row:
+            vectors = [row["features"] for row in items]
+            seconds = []
+            if any("first" in row or "second" in row for row in items):
                 return None
-            vectors.append(features)
-        task_names.append(task)
-        client_ids.append(client_id)
-        labels.append(label)
+    except KeyError:
+        return None
+    if not _types_within(vectors, (list,)) or not _types_within(seconds, (list,)):
+        return None
 
     matrix = _number_matrix(vectors)
     if matrix is None:
@@ -904,7 +924,7 @@ def parse_batch_fast(body: bytes, max_rows: int) -> ParsedBatch | None:
     return ParsedBatch(
         task_names=task_names,
         client_ids=client_ids,
-        labels=np.array(labels, dtype=np.float64),
+        labels=labels,
         vectors=matrix,
         seconds=second_matrix,
     )

@@ -242,7 +242,9 @@ def solve_relevance_lasso(
             active,
         )
         return LassoResult(
-            relevance=relevance,
+            # Adding +0.0 turns the -0.0 that soft thresholding leaves into +0.0,
+            # so that a zero relevance prints and serialises as 0.0.
+            relevance=relevance + 0.0,
             objective=max(objective, 0.0),
             n_iter=n_iter,
             converged=converged,

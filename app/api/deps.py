@@ -7,6 +7,8 @@ Dependency names are stable; other routers reuse them:
   endpoint raises. Requests with a method other than GET, HEAD or OPTIONS get
   a write session (on SQLite it takes the database write lock at ``BEGIN``).
 - ``SettingsDep``: the :class:`~app.settings.Settings` the app was created with.
+- ``StudyIdPath``, ``FitIdPath``, ``KeyIdPath``: the documented path
+  parameters ``study_id``, ``fit_id`` and ``key_id``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from app.db.engine import open_session
@@ -49,3 +51,16 @@ def get_session(request: Request) -> Iterator[Session]:
 # failed commit becomes an error response instead of a lost write after a 2xx.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+StudyIdPath = Annotated[
+    str, Path(description="Study id: the UUID returned by `POST /v1/studies`.")
+]
+FitIdPath = Annotated[
+    str,
+    Path(
+        description="Fit id: the UUID returned by `POST /v1/studies/{study_id}/fits`."
+    ),
+]
+KeyIdPath = Annotated[
+    str, Path(description="Key id: the UUID returned by `POST /v1/keys`.")
+]

@@ -12,17 +12,19 @@ import logging
 from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
-from app.api.deps import SessionDep
+from app.api.deps import KeyIdPath, SessionDep
 from app.auth.keys import create_key, revoke_key
 from app.auth.models import ApiKey
 from app.db.models import Study, utcnow
 from app.problems import FieldError, NotFound, ValidationProblem
-from app.schemas.common import problem_responses
+from app.schemas.common import is_resource_id, problem_responses
 from app.schemas.keys import KeyCreate, KeyCreated, KeyOut, KeyPage
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+KEY_NOT_FOUND = {404: "The key does not exist."}
 
 
 class KeyNotFound(NotFound):
@@ -45,6 +47,10 @@ def _render(row: ApiKey) -> KeyOut:
 
 
 def _require_key(session: SessionDep, key_id: str) -> ApiKey:
+    # Ids that are not UUID-shaped never reach the database (PostgreSQL
+    # rejects a NUL character in a query parameter).
+    if not is_resource_id(key_id):
+        raise KeyNotFound(key_id)
     row = session.get(ApiKey, key_id)
     if row is None:
         raise KeyNotFound(key_id)
@@ -62,7 +68,8 @@ def issue_key(body: KeyCreate, session: SessionDep) -> KeyCreated:
     """Issue a key. The response contains the secret, which is never shown again."""
     studies = list(dict.fromkeys(body.studies))
     if studies:
-        found = set(session.scalars(select(Study.id).where(Study.id.in_(studies))))
+        well_formed = [study_id for study_id in studies if is_resource_id(study_id)]
+        found = set(session.scalars(select(Study.id).where(Study.id.in_(well_formed))))
         missing = [
             FieldError(None, f"studies.{index}", f"study '{study_id}' not found")
             for index, study_id in enumerate(studies)
@@ -91,9 +98,9 @@ def list_keys(session: SessionDep) -> KeyPage:
     "/{key_id}",
     response_model=KeyOut,
     summary="Get an API key",
-    responses=problem_responses(404),
+    responses=problem_responses(404, descriptions=KEY_NOT_FOUND),
 )
-def get_key(key_id: str, session: SessionDep) -> KeyOut:
+def get_key(key_id: KeyIdPath, session: SessionDep) -> KeyOut:
     """Return one key without its secret."""
     return _render(_require_key(session, key_id))
 
@@ -102,9 +109,9 @@ def get_key(key_id: str, session: SessionDep) -> KeyOut:
     "/{key_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Revoke an API key",
-    responses=problem_responses(404),
+    responses=problem_responses(404, descriptions=KEY_NOT_FOUND),
 )
-def delete_key(key_id: str, session: SessionDep) -> Response:
+def delete_key(key_id: KeyIdPath, session: SessionDep) -> Response:
     """Revoke a key: requests with it get 401 from now on. Revoking twice is a no-op.
 
     The bootstrap key from `PREFBUDGET_ADMIN_KEY` is not stored and cannot be

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import SessionDep
-from app.api.fits import as_utc
+from app.api.deps import SessionDep, StudyIdPath
 from app.db.models import Fit
 from app.schemas.common import problem_responses
 from app.schemas.fits import ModelOut
@@ -20,9 +19,12 @@ router = APIRouter(prefix="/v1/studies/{study_id}", tags=["fits"])
     "/model",
     response_model=ModelOut,
     summary="Get the latest model",
-    responses=problem_responses(404),
+    responses=problem_responses(
+        404,
+        descriptions={404: "The study does not exist, or it has no succeeded fit yet."},
+    ),
 )
-def get_model(study_id: str, session: SessionDep) -> ModelOut:
+def get_model(study_id: StudyIdPath, session: SessionDep) -> ModelOut:
     """Return the latest succeeded fit's target estimate, relevance and basis.
 
     A failed fit leaves the previous model in place. 404 until a fit succeeds.
@@ -35,7 +37,7 @@ def get_model(study_id: str, session: SessionDep) -> ModelOut:
         study_id=study.id,
         fit_id=model.fit_id,
         phase=model.phase,
-        finished_at=as_utc(finished_at),
+        finished_at=finished_at,
         theta=model.theta.tolist(),
         relevance=model.relevance,
         basis=model.basis.T.tolist(),

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
+from app.api.deps import StudyIdPath
 from app.db.engine import open_session
 from app.schemas.common import problem_responses
 from app.schemas.policy import PolicyOut, PolicyRequest
@@ -38,9 +39,15 @@ ReadSessionDep = Annotated[Session, Depends(get_read_session)]
     "/policy",
     response_model=PolicyOut,
     summary="Choose an action per context",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(
+        404,
+        422,
+        descriptions={404: "The study does not exist, or it has no succeeded fit yet."},
+    ),
 )
-def choose(study_id: str, body: PolicyRequest, session: ReadSessionDep) -> PolicyOut:
+def choose(
+    study_id: StudyIdPath, body: PolicyRequest, session: ReadSessionDep
+) -> PolicyOut:
     """Choose one action per context with the latest succeeded fit.
 
     `errors[].index` of a 422 names the context; `field` names the action

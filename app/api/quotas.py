@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import SessionDep
+from app.api.deps import SessionDep, StudyIdPath
 from app.schemas.common import problem_responses
 from app.schemas.quotas import QuotasOut, TaskQuotaOut
 from app.services.quotas import quota_report
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1/studies/{study_id}", tags=["quotas"])
     responses=problem_responses(404, 422),
 )
 def get_quotas(
-    study_id: str,
+    study_id: StudyIdPath,
     session: SessionDep,
     batch: Annotated[
         int | None,

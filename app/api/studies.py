@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.api.deps import SessionDep
+from app.api.deps import SessionDep, StudyIdPath
 from app.schemas.common import problem_responses
 from app.schemas.studies import StudyCreate, StudyOut, StudyPage
 from app.services import studies as study_service
@@ -50,7 +50,7 @@ def list_studies(
     summary="Get a study",
     responses=problem_responses(404),
 )
-def get_study(study_id: str, session: SessionDep) -> StudyOut:
+def get_study(study_id: StudyIdPath, session: SessionDep) -> StudyOut:
     """Return a study with its tasks, label counts and latest fit."""
     study = study_service.require_study(session, study_id)
     return study_service.render_study(session, study)

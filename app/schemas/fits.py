@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.common import UTCDatetime
+
+
+class FitCreate(BaseModel):
+    """Options of a manual fit. It has none yet: send `{}` or no body."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class FitOut(BaseModel):
@@ -28,14 +35,14 @@ class FitOut(BaseModel):
             "met, `manual` for POST /fits."
         )
     )
-    created_at: datetime = Field(description="When the fit was queued (UTC).")
-    started_at: datetime | None = Field(
+    created_at: UTCDatetime = Field(description="When the fit was queued (UTC).")
+    started_at: UTCDatetime | None = Field(
         description="When the current or last attempt started (UTC)."
     )
-    finished_at: datetime | None = Field(
+    finished_at: UTCDatetime | None = Field(
         description="When the fit succeeded or failed (UTC)."
     )
-    heartbeat_at: datetime | None = Field(
+    heartbeat_at: UTCDatetime | None = Field(
         description="Last heartbeat of the worker running the fit (UTC)."
     )
     attempts: int = Field(description="Attempts started so far.")
@@ -82,7 +89,7 @@ class ModelOut(BaseModel):
     phase: Literal["pilot", "main", "complete"] = Field(
         description="Phase the fit served."
     )
-    finished_at: datetime | None = Field(description="When the fit succeeded (UTC).")
+    finished_at: UTCDatetime | None = Field(description="When the fit succeeded (UTC).")
     theta: list[float] = Field(
         description=(
             "Target parameter estimate theta_hat (d numbers). After the pilot "

@@ -6,17 +6,27 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from app.schemas.common import MAX_ABS_FEATURE
+
+# Largest confidence radius a request may set. The radius multiplies
+# ||phi||_{Lambda^-1}, and beyond this bound the lower bounds lose all
+# meaning long before they overflow.
+MAX_CONFIDENCE_RADIUS = 1e6
+
 
 class PolicyContext(BaseModel):
     """One context (prompt) and the features of its candidate actions (responses)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | int | None = Field(
         default=None, description="Optional client key, echoed in the decision."
     )
     actions: list[list[float]] = Field(
-        description="Features phi(s, a) of each candidate action: d numbers each."
+        description=(
+            f"Features phi(s, a) of each candidate action: d finite numbers "
+            f"each, of absolute value at most {MAX_ABS_FEATURE:g}."
+        )
     )
     reference: Literal["mean"] | StrictInt | None = Field(
         default=None,
@@ -34,6 +44,7 @@ class PolicyRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -65,8 +76,12 @@ class PolicyRequest(BaseModel):
     confidence_radius: float | None = Field(
         default=None,
         ge=0,
+        le=MAX_CONFIDENCE_RADIUS,
         allow_inf_nan=False,
-        description="Radius r to use instead of the fit's; null keeps the fit's.",
+        description=(
+            f"Radius r to use instead of the fit's, at most "
+            f"{MAX_CONFIDENCE_RADIUS:g}; null keeps the fit's."
+        ),
     )
 
 

@@ -1,40 +1,114 @@
-"""Request and response models of the study endpoints."""
+"""Request and response models of the study endpoints.
+
+Request bodies are validated in strict mode: a number must be a JSON number
+(not a string or a boolean) and an integer field rejects ``1.0``.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import dataclasses
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TaskName = Annotated[str, Field(min_length=1, max_length=200)]
+from app.schemas.common import NulFreeStr, UTCDatetime
+from solvers.algorithms import SolverSettings
+
+# Largest feature dimension d of a study. Each fit stores d x d float64
+# matrices (128 MiB each at d = 4096) and solves d-dimensional problems, so
+# larger dimensions are rejected instead of exhausting a worker's memory.
+MAX_DIMENSION = 4096
+# Largest value of each label budget, in comparisons.
+MAX_BUDGET = 1_000_000_000
+
+TaskName = Annotated[NulFreeStr, Field(min_length=1, max_length=200)]
 
 
 class Budget(BaseModel):
     """Label budgets of a study, in comparisons."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     source: int = Field(
-        ge=0, description="Labels spent on the source tasks in the main phase."
+        ge=0,
+        le=MAX_BUDGET,
+        description=(
+            f"Labels spent on the source tasks in the main phase, at most "
+            f"{MAX_BUDGET}. It must give every source task at least one label: "
+            "Algorithm 1 splits it by Active-Sample with the given relevance, and "
+            "Algorithm 2 needs at least 2 per source task, because half of it is "
+            "split uniformly."
+        ),
     )
-    target: int = Field(ge=0, description="Labels spent on the target task.")
+    target: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_BUDGET,
+        description=(
+            f"Labels spent on the target task in the main phase, at most "
+            f"{MAX_BUDGET}. Algorithm 2 needs at least 1. Algorithm 1 uses no "
+            "target labels (its target estimate is the relevance-weighted sum "
+            "of the source estimates), so it must be 0 or left out there."
+        ),
+    )
     pilot_source: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_BUDGET,
         description=(
-            "Labels spent on the source tasks in the pilot phase. Required when "
-            "`relevance` is null (Algorithm 2); unused otherwise."
+            f"Labels spent on the source tasks in the pilot phase, at most "
+            f"{MAX_BUDGET}. Required when `relevance` is null (Algorithm 2), "
+            "where its Active-Sample split by the prior must give every source "
+            "task at least one label. Algorithm 1 has no pilot phase: give null "
+            "or 0."
         ),
     )
     pilot_target: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_BUDGET,
         description=(
-            "Labels spent on the target task in the pilot phase. Required when "
-            "`relevance` is null (Algorithm 2); unused otherwise."
+            f"Labels spent on the target task in the pilot phase, at most "
+            f"{MAX_BUDGET}. Required and at least 1 when `relevance` is null "
+            "(Algorithm 2). Algorithm 1 has no pilot phase: give null or 0."
         ),
     )
+
+
+# Study settings handled by the service itself rather than by the solver,
+# with their types and descriptions.
+SERVICE_SETTINGS: dict[str, tuple[type, str]] = {
+    "strict_phase_split": (
+        bool,
+        "when true, the final fit of Algorithm 2 uses main-phase labels only; "
+        "by default it also uses the pilot labels",
+    ),
+}
+
+
+def _describe_settings() -> str:
+    """Build the `settings` field description from the solver's setting fields."""
+    defaults = SolverSettings()
+    solver_keys = ", ".join(
+        f"`{field.name}` ({json.dumps(getattr(defaults, field.name))})"
+        for field in dataclasses.fields(SolverSettings)
+    )
+    service_keys = "; ".join(
+        f"`{key}` ({kind.__name__}): {text}"
+        for key, (kind, text) in SERVICE_SETTINGS.items()
+    )
+    return (
+        "Overrides of the solver constants and of the study behaviour. Solver "
+        f"settings, with their defaults: {solver_keys}. Numbers must be JSON "
+        "numbers and `rank_candidates` a list of ranks; a null default means "
+        "that the solver applies its documented rule. Study settings: "
+        f"{service_keys}. Unknown keys and values of the wrong type are "
+        "rejected with 422 naming the key."
+    )
+
+
+SETTINGS_DESCRIPTION = _describe_settings()
 
 
 class StudyCreate(BaseModel):
@@ -42,6 +116,7 @@ class StudyCreate(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -64,12 +139,19 @@ class StudyCreate(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=200, description="Study name.")
+    name: NulFreeStr = Field(min_length=1, max_length=200, description="Study name.")
     dimension: int = Field(
-        ge=1, description="Feature dimension d of every comparison in the study."
+        ge=1,
+        le=MAX_DIMENSION,
+        description=(
+            f"Feature dimension d of every comparison in the study, between 1 "
+            f"and {MAX_DIMENSION}."
+        ),
     )
     rank: int | None = Field(
         default=None,
+        ge=1,
+        le=MAX_DIMENSION,
         description=(
             "Rank k of the shared low-dimensional subspace, between 1 and "
             "min(dimension, number of source tasks); null lets the solver choose "
@@ -84,8 +166,9 @@ class StudyCreate(BaseModel):
         default=None,
         description=(
             "Known relevance nu_m of each source task to the target, keyed by "
-            "source task name (Algorithm 1, no pilot phase). Null runs "
-            "Algorithm 2: a pilot phase estimates the relevance."
+            "source task name: finite numbers (Algorithm 1, no pilot phase, no "
+            "target labels). Null runs Algorithm 2: a pilot phase estimates "
+            "the relevance."
         ),
     )
     prior: dict[str, float] | None = Field(
@@ -99,14 +182,7 @@ class StudyCreate(BaseModel):
     budget: Budget = Field(description="Label budgets.")
     settings: dict[str, Any] = Field(
         default_factory=dict,
-        description=(
-            "Overrides of the solver constants and of the study behaviour. Known "
-            "keys: `ridge_scale`, `lasso_penalty`, `ellipsoid_radius`, "
-            "`confidence_level`, `confidence_radius`, `rank_candidates`, `tol`, "
-            "`max_iter` (solver) and `strict_phase_split` (when true the final fit "
-            "uses main-phase labels only; by default it also uses the pilot "
-            "labels). Unknown keys are rejected."
-        ),
+        description=SETTINGS_DESCRIPTION,
         examples=[{"confidence_level": 0.9, "strict_phase_split": False}],
     )
 
@@ -127,8 +203,8 @@ class FitSummary(BaseModel):
         description="Fit status."
     )
     phase: str = Field(description="Phase whose labels the fit serves.")
-    created_at: datetime = Field(description="When the fit was queued.")
-    finished_at: datetime | None = Field(
+    created_at: UTCDatetime = Field(description="When the fit was queued (UTC).")
+    finished_at: UTCDatetime | None = Field(
         default=None, description="When the fit succeeded or failed."
     )
 
@@ -161,8 +237,8 @@ class StudyOut(BaseModel):
     latest_fit: FitSummary | None = Field(
         description="Most recent fit of any status, or null before the first fit."
     )
-    created_at: datetime = Field(description="Creation time (UTC).")
-    updated_at: datetime = Field(description="Time of the last change (UTC).")
+    created_at: UTCDatetime = Field(description="Creation time (UTC).")
+    updated_at: UTCDatetime = Field(description="Time of the last change (UTC).")
 
 
 class StudyPage(BaseModel):

@@ -34,9 +34,12 @@ from sqlalchemy.orm import Session
 
 from app.db.codec import decode_array, decode_rows, encode_array
 from app.db.models import Comparison, Fit, Study, utcnow
-from app.problems import NotFound
+from app.problems import Conflict, FieldError, NotFound, ValidationProblem
+from app.schemas.common import is_resource_id
+from app.schemas.studies import SERVICE_SETTINGS
 from app.services.quotas import (
     COUNTED_PHASES,
+    collected_counts,
     pilot_fit,
     plan_phase,
     source_tasks,
@@ -55,7 +58,7 @@ from solvers.policy import confidence_radius
 logger = logging.getLogger(__name__)
 
 # Study settings read by the service; every other key is a solver setting.
-SERVICE_SETTING_KEYS = frozenset({"strict_phase_split"})
+SERVICE_SETTING_KEYS = frozenset(SERVICE_SETTINGS)
 
 
 class FitNotFound(NotFound):
@@ -63,6 +66,21 @@ class FitNotFound(NotFound):
 
     def __init__(self, study_id: str, fit_id: str) -> None:
         super().__init__(f"fit '{fit_id}' not found in study '{study_id}'")
+
+
+class FitPending(Conflict):
+    """A fit of the study is queued or running, so another one is not queued."""
+
+    title = "Fit already pending"
+    slug = "fit-pending"
+
+    def __init__(self, study_id: str, fit_id: str, status: str) -> None:
+        super().__init__(
+            f"fit '{fit_id}' of study '{study_id}' is {status}; wait until it "
+            f"finishes (GET /v1/studies/{study_id}/fits/{fit_id}) before "
+            "queuing another",
+            extra={"fit_id": fit_id},
+        )
 
 
 class NoModel(NotFound):
@@ -176,8 +194,75 @@ def queue_fit(session: Session, study: Study, *, trigger: str) -> Fit:
     return fit
 
 
+def pending_fit(session: Session, study_id: str) -> Fit | None:
+    """Return the oldest queued or running fit of the study, of any trigger."""
+    statement = (
+        select(Fit)
+        .where(Fit.study_id == study_id, Fit.status.in_(("queued", "running")))
+        .order_by(Fit.created_at, Fit.id)
+        .limit(1)
+    )
+    return session.scalars(statement).first()
+
+
+def tasks_without_labels(session: Session, study: Study) -> list[str]:
+    """Return the tasks that a fit of the study's current phase needs but lack labels.
+
+    Every source task needs labels from the phases the fit uses
+    (:func:`phases_used`). The target needs pilot labels for a pilot fit of
+    Algorithm 2; a main fit falls back to the relevance-weighted sum of the
+    source estimates without target labels, and Algorithm 1 never uses them.
+    """
+    phases = phases_used(study, study.phase)
+    counts = collected_counts(session, study.id)
+    needed = list(source_tasks(study))
+    if study.algorithm == "active" and study.phase == "pilot":
+        needed.append(target_task(study))
+    return [
+        task.name
+        for task in needed
+        if sum(counts.get(task.id, {}).get(phase, 0) for phase in phases) == 0
+    ]
+
+
+def queue_manual_fit(session: Session, study: Study) -> Fit:
+    """Queue a fit requested by a client, after checking that it can run.
+
+    The caller must hold the study row lock (or SQLite's write lock), so two
+    concurrent requests cannot both pass the pending check.
+
+    Raises :class:`FitPending` (409) when a fit of the study is queued or
+    running, and :class:`~app.problems.ValidationProblem` (422) naming every
+    task the fit needs that has no labels.
+    """
+    pending = pending_fit(session, study.id)
+    if pending is not None:
+        raise FitPending(study.id, pending.id, pending.status)
+    empty = tasks_without_labels(session, study)
+    if empty:
+        phases = ", ".join(phases_used(study, study.phase))
+        raise ValidationProblem(
+            f"a {study.phase}-phase fit needs labels of every task it uses; post "
+            "labels first",
+            [
+                FieldError(
+                    None,
+                    f"tasks.{name}",
+                    f"task '{name}' has no labels of phase(s) {phases}",
+                )
+                for name in empty
+            ],
+        )
+    return queue_fit(session, study, trigger="manual")
+
+
 def get_fit(session: Session, study_id: str, fit_id: str) -> Fit:
-    """Load a fit of the study or raise :class:`FitNotFound` (404)."""
+    """Load a fit of the study or raise :class:`FitNotFound` (404).
+
+    An id that is not UUID-shaped gets 404 without a query.
+    """
+    if not is_resource_id(fit_id):
+        raise FitNotFound(study_id, fit_id)
     fit = session.scalars(
         select(Fit).where(Fit.id == fit_id, Fit.study_id == study_id)
     ).first()

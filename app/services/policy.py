@@ -11,11 +11,12 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Fit, Study
 from app.problems import FieldError, ValidationProblem
+from app.schemas.common import MAX_ABS_FEATURE
 from app.schemas.policy import PolicyDecision, PolicyOut, PolicyRequest
 from app.services.fits import Model, decode_model, latest_good_fit_id
 from app.services.quotas import source_tasks
 from solvers.errors import InvalidInputError
-from solvers.policy import choose_actions
+from solvers.policy import PolicyResult, choose_actions
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,20 @@ def check_contexts(request: PolicyRequest, dimension: int) -> list[np.ndarray]:
         if bad_lengths:
             continue
         features = np.asarray(context.actions, dtype=np.float64)
-        for position in np.flatnonzero(~np.isfinite(features).all(axis=1)):
+        finite = np.isfinite(features).all(axis=1)
+        for position in np.flatnonzero(~finite):
             errors.append(
                 FieldError(index, f"actions.{position}", "contains NaN or infinity")
+            )
+        too_large = finite & (np.abs(features) > MAX_ABS_FEATURE).any(axis=1)
+        for position in np.flatnonzero(too_large):
+            errors.append(
+                FieldError(
+                    index,
+                    f"actions.{position}",
+                    f"contains a value of absolute value above the maximum of "
+                    f"{MAX_ABS_FEATURE:g}",
+                )
             )
         reference = context.reference
         if isinstance(reference, int) and not 0 <= reference < len(context.actions):
@@ -112,6 +124,41 @@ def check_contexts(request: PolicyRequest, dimension: int) -> list[np.ndarray]:
             f"{len(errors)} invalid value(s) in the policy request", errors
         )
     return arrays
+
+
+def _check_finite_result(result: PolicyResult) -> None:
+    """Raise 422 when the solve produced a non-finite number.
+
+    With bounded features and radius this does not happen for models fitted
+    by the service. It stops a NaN or infinity from reaching the response,
+    where JSON would turn it into null in a required number field.
+    """
+    arrays = {
+        "estimate": result.estimates,
+        "lower_bound": result.lower_bounds,
+    }
+    bad = [
+        FieldError(int(index), name, "the computed value is not a finite number")
+        for name, values in arrays.items()
+        for index in np.flatnonzero(~np.isfinite(np.asarray(values, dtype=float)))
+    ]
+    scalars = {
+        "value": result.value,
+        "stochastic_value": result.stochastic_value,
+        "gap": result.gap,
+    }
+    bad += [
+        FieldError(None, name, "the computed value is not a finite number")
+        for name, value in scalars.items()
+        if not np.isfinite(value)
+    ]
+    if bad:
+        logger.warning("policy.non_finite_result fields=%d", len(bad))
+        raise ValidationProblem(
+            "the features or the radius are too large for a finite decision; "
+            "rescale the features",
+            bad,
+        )
 
 
 def decide(session: Session, study: Study, request: PolicyRequest) -> PolicyOut:
@@ -137,6 +184,7 @@ def decide(session: Session, study: Study, request: PolicyRequest) -> PolicyOut:
             "the policy request is invalid", [FieldError(None, "contexts", str(error))]
         ) from error
 
+    _check_finite_result(result)
     decisions = [
         PolicyDecision(
             id=context.id,

@@ -5,19 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import logging
 import math
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import numpy as np
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from app.db import queries
 from app.db.models import Study, Task, utcnow
 from app.problems import BadRequest, FieldError, StudyNotFound, ValidationProblem
+from app.schemas.common import is_resource_id
 from app.schemas.studies import (
+    SERVICE_SETTINGS,
     Budget,
     FitSummary,
     StudyCreate,
@@ -25,76 +29,56 @@ from app.schemas.studies import (
     StudyPage,
     TaskOut,
 )
+from solvers.algorithms import SolverSettings
+from solvers.allocation import active_sample
+from solvers.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-# Study settings handled by the service itself rather than by the solver.
-SERVICE_SETTING_KEYS = frozenset({"strict_phase_split"})
 
-
-class KnownSettings(BaseModel):
-    """Types and ranges of the setting overrides that the service knows.
-
-    Used for every key it lists; when ``solvers.algorithms.SolverSettings`` is
-    importable, its fields decide which solver keys exist and its constructor
-    checks the values as well.
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    strict_phase_split: bool | None = None
-    ridge_scale: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    lasso_penalty: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    ellipsoid_radius: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    confidence_level: float | None = Field(default=None, gt=0, lt=1)
-    confidence_radius: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    rank_candidates: list[int] | None = Field(default=None, min_length=1)
-    tol: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    max_iter: int | None = Field(default=None, ge=1)
-
-
-def _solver_settings_class() -> type | None:
-    try:
-        from solvers.algorithms import SolverSettings
-    except ImportError:
-        return None
-    return SolverSettings
+def _setting_error(key: str, reason: str) -> FieldError:
+    return FieldError(None, f"settings.{key}", reason)
 
 
 def validate_settings(raw: dict[str, Any]) -> list[FieldError]:
-    """Check setting overrides: known keys, types and ranges."""
-    errors: list[FieldError] = []
-    solver_class = _solver_settings_class()
-    if solver_class is not None:
-        solver_keys = {field.name for field in dataclasses.fields(solver_class)}
-    else:
-        solver_keys = set(KnownSettings.model_fields) - SERVICE_SETTING_KEYS
-    known = solver_keys | SERVICE_SETTING_KEYS
+    """Check setting overrides key by key: known keys and value types and ranges.
 
-    for key in raw:
-        if key not in known:
+    Solver keys are checked by :meth:`SolverSettings.from_mapping`, one key at a
+    time so that each error names its key, then all together. Study keys
+    (:data:`SERVICE_SETTINGS`) are checked against their type; a boolean
+    setting takes only ``true`` or ``false``.
+    """
+    errors: list[FieldError] = []
+    solver_keys = [field.name for field in dataclasses.fields(SolverSettings)]
+    known = sorted([*solver_keys, *SERVICE_SETTINGS])
+
+    for key, value in raw.items():
+        if key in SERVICE_SETTINGS:
+            kind, _ = SERVICE_SETTINGS[key]
+            if type(value) is not kind:
+                errors.append(
+                    _setting_error(
+                        key, f"must be a {kind.__name__}, got {json.dumps(value)}"
+                    )
+                )
+        elif key in solver_keys:
+            try:
+                SolverSettings.from_mapping({key: value})
+            except (InvalidInputError, TypeError) as exc:
+                errors.append(_setting_error(key, str(exc)))
+        else:
             errors.append(
-                FieldError(
-                    None,
-                    f"settings.{key}",
-                    f"unknown setting; known settings: {', '.join(sorted(known))}",
+                _setting_error(
+                    key, f"unknown setting; known settings: {', '.join(known)}"
                 )
             )
-    try:
-        KnownSettings.model_validate({k: v for k, v in raw.items() if k in known})
-    except ValidationError as exc:
-        for error in exc.errors():
-            path = ".".join(str(part) for part in error["loc"])
-            errors.append(FieldError(None, f"settings.{path}", error["msg"]))
-    if errors or solver_class is None:
+    if errors:
         return errors
 
     solver_overrides = {k: v for k, v in raw.items() if k in solver_keys}
-    if "rank_candidates" in solver_overrides:
-        solver_overrides["rank_candidates"] = tuple(solver_overrides["rank_candidates"])
     try:
-        solver_class(**solver_overrides)
-    except (TypeError, ValueError) as exc:
+        SolverSettings.from_mapping(solver_overrides)
+    except (InvalidInputError, TypeError) as exc:
         errors.append(FieldError(None, "settings", str(exc)))
     return errors
 
@@ -116,6 +100,163 @@ def _check_task_weights(
     for key, value in weights.items():
         if not math.isfinite(value):
             errors.append(FieldError(None, f"{name}.{key}", "must be a finite number"))
+    return errors
+
+
+def _weights_in_order(
+    weights: dict[str, float] | None, names: Sequence[str]
+) -> list[float]:
+    if weights is None:
+        return [0.0] * len(names)
+    return [float(weights.get(name, 0.0)) for name in names]
+
+
+def _split_sources(total: int, weights: Sequence[float]) -> np.ndarray:
+    # The same call as the quota plan, so the check matches the quotas served.
+    with np.errstate(over="ignore"):
+        return active_sample(total, weights)
+
+
+def _smallest_source_budget(weights: Sequence[float]) -> int:
+    """Return the smallest budget from which Active-Sample gives every task a label.
+
+    From ``2 M`` labels on, the uniform half alone gives each of the M tasks
+    at least one label. Below that, largest-remainder rounding is not
+    monotone in the total, so the scan goes down from ``2 M`` and stops at the
+    first total that leaves a task without labels.
+    """
+    total = 2 * len(weights)
+    while total > 1 and np.all(_split_sources(total - 1, weights) >= 1):
+        total -= 1
+    return total
+
+
+def _check_source_split(
+    field: str,
+    total: int,
+    weights: dict[str, float] | None,
+    sources: Sequence[str],
+    weight_name: str,
+) -> list[FieldError]:
+    """Check that the Active-Sample split of ``total`` gives every source a label."""
+    vector = _weights_in_order(weights, sources)
+    counts = _split_sources(total, vector)
+    empty = [name for name, count in zip(sources, counts, strict=True) if count < 1]
+    if not empty:
+        return []
+    minimum = _smallest_source_budget(vector)
+    names = ", ".join(f"'{name}'" for name in empty)
+    return [
+        FieldError(
+            None,
+            field,
+            f"{total} labels split by Active-Sample with the {weight_name} give "
+            f"no label to source task(s) {names}, so the phase could never be "
+            f"fitted; give at least {minimum}",
+        )
+    ]
+
+
+def _check_known_relevance_budget(
+    body: StudyCreate, weight_errors: list[FieldError]
+) -> list[FieldError]:
+    """Check the budget of Algorithm 1: source labels only, one per task at least."""
+    errors: list[FieldError] = []
+    budget = body.budget
+    if budget.target > 0:
+        errors.append(
+            FieldError(
+                None,
+                "budget.target",
+                "Algorithm 1 (relevance given) uses no target labels: its target "
+                "estimate is the relevance-weighted sum of the source estimates; "
+                "give 0 or leave `target` out",
+            )
+        )
+    for key in ("pilot_source", "pilot_target"):
+        if (getattr(budget, key) or 0) > 0:
+            errors.append(
+                FieldError(
+                    None,
+                    f"budget.{key}",
+                    "Algorithm 1 (relevance given) has no pilot phase; give null or 0",
+                )
+            )
+    if not weight_errors:
+        errors.extend(
+            _check_source_split(
+                "budget.source",
+                budget.source,
+                body.relevance,
+                body.source_tasks,
+                "given relevance",
+            )
+        )
+    return errors
+
+
+def _check_active_budget(
+    body: StudyCreate, weight_errors: list[FieldError]
+) -> list[FieldError]:
+    """Check the budgets of Algorithm 2 so that both phases can be fitted.
+
+    The pilot plan is known at creation (Active-Sample with the prior). The
+    main-phase relevance is estimated later, so the main source budget must
+    be at least ``2 M``: then the uniform half of Active-Sample gives every
+    task a label whatever the estimate.
+    """
+    errors: list[FieldError] = []
+    budget = body.budget
+    for key in ("pilot_source", "pilot_target"):
+        if getattr(budget, key) is None:
+            errors.append(
+                FieldError(
+                    None,
+                    f"budget.{key}",
+                    "required when relevance is null (pilot phase)",
+                )
+            )
+    if budget.pilot_target is not None and budget.pilot_target < 1:
+        errors.append(
+            FieldError(
+                None,
+                "budget.pilot_target",
+                "must be at least 1: the pilot fit estimates the target from its "
+                "pilot labels",
+            )
+        )
+    if budget.target < 1:
+        errors.append(
+            FieldError(
+                None,
+                "budget.target",
+                "must be at least 1 for Algorithm 2: the main fit estimates the "
+                "target from its main-phase labels",
+            )
+        )
+    minimum_source = 2 * len(body.source_tasks)
+    if budget.source < minimum_source:
+        errors.append(
+            FieldError(
+                None,
+                "budget.source",
+                f"must be at least {minimum_source} (2 per source task): half of "
+                "the main-phase source budget is split uniformly and the other "
+                "half by the relevance that the pilot fit estimates later, so only "
+                "2 per task guarantees every task a label",
+            )
+        )
+    if budget.pilot_source is not None and not weight_errors:
+        weight_name = "prior" if body.prior is not None else "uniform prior"
+        errors.extend(
+            _check_source_split(
+                "budget.pilot_source",
+                budget.pilot_source,
+                body.prior,
+                body.source_tasks,
+                weight_name,
+            )
+        )
     return errors
 
 
@@ -154,7 +295,8 @@ def check_study_create(body: StudyCreate) -> list[FieldError]:
         )
 
     if body.relevance is not None:
-        errors.extend(_check_task_weights("relevance", body.relevance, sources))
+        weight_errors = _check_task_weights("relevance", body.relevance, sources)
+        errors.extend(weight_errors)
         if body.prior is not None:
             errors.append(
                 FieldError(
@@ -164,27 +306,22 @@ def check_study_create(body: StudyCreate) -> list[FieldError]:
                     "relevance is given",
                 )
             )
+        errors.extend(_check_known_relevance_budget(body, weight_errors))
     else:
+        weight_errors = []
         if body.prior is not None:
-            errors.extend(_check_task_weights("prior", body.prior, sources))
+            weight_errors = _check_task_weights("prior", body.prior, sources)
             for key, value in body.prior.items():
                 if value < 0:
-                    errors.append(
+                    weight_errors.append(
                         FieldError(None, f"prior.{key}", "must be non-negative")
                     )
             if all(value <= 0 for value in body.prior.values()):
-                errors.append(
+                weight_errors.append(
                     FieldError(None, "prior", "at least one weight must be positive")
                 )
-        for key in ("pilot_source", "pilot_target"):
-            if getattr(body.budget, key) is None:
-                errors.append(
-                    FieldError(
-                        None,
-                        f"budget.{key}",
-                        "required when relevance is null (pilot phase)",
-                    )
-                )
+            errors.extend(weight_errors)
+        errors.extend(_check_active_budget(body, weight_errors))
 
     errors.extend(validate_settings(body.settings))
     return errors
@@ -233,7 +370,14 @@ def create_study(session: Session, body: StudyCreate) -> Study:
 def require_study(
     session: Session, study_id: str, *, for_update: bool = False
 ) -> Study:
-    """Load a study or raise :class:`StudyNotFound` (404)."""
+    """Load a study or raise :class:`StudyNotFound` (404).
+
+    An id that is not UUID-shaped gets 404 without a query, because some ids
+    cannot be sent to the database (PostgreSQL raises an error on a NUL
+    character).
+    """
+    if not is_resource_id(study_id):
+        raise StudyNotFound(study_id)
     study = queries.get_study(session, study_id, for_update=for_update)
     if study is None:
         raise StudyNotFound(study_id)
@@ -271,7 +415,9 @@ def render_studies(session: Session, studies: list[Study]) -> list[StudyOut]:
             ],
             relevance=study.relevance,
             prior=study.prior,
-            budget=Budget.model_validate(study.budget),
+            # Stored budgets passed validation at creation; model_construct
+            # keeps studies readable if a later version tightens the limits.
+            budget=Budget.model_construct(**study.budget),
             settings=study.settings,
             latest_fit=_fit_summary(fits.get(study.id)),
             created_at=study.created_at,
@@ -295,9 +441,12 @@ def _decode_study_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         stamp, study_id = base64.urlsafe_b64decode(padded).decode().split("|", 1)
-        return datetime.fromisoformat(stamp), study_id
+        created_at = datetime.fromisoformat(stamp)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequest(f"invalid cursor '{cursor}'") from exc
+    if not is_resource_id(study_id):
+        raise BadRequest(f"invalid cursor '{cursor}'")
+    return created_at, study_id
 
 
 def list_studies(session: Session, *, limit: int, cursor: str | None) -> StudyPage:

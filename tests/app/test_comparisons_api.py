@@ -69,9 +69,7 @@ def test_features_round_trip_exactly(client, make_study):
 
 
 def test_known_relevance_rows_get_main_phase(client, make_study):
-    study = make_study(
-        client, relevance={"a": 1, "b": 1, "c": 1}, budget={"source": 3, "target": 3}
-    )
+    study = make_study(client, relevance={"a": 1, "b": 1, "c": 1}, budget={"source": 3})
 
     _post(client, study["id"], [_row()])
 

@@ -94,7 +94,7 @@ def test_cli_db_commands(empty_database_url, capsys):
 def test_openapi_describes_every_field(client):
     schema = client.get("/openapi.json").json()
 
-    assert schema["info"]["title"] == "prefbudget"
+    assert schema["info"]["title"] == "prefbudget API"
     components = schema["components"]["schemas"]
     for name in (
         "StudyCreate",

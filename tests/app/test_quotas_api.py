@@ -161,7 +161,7 @@ def test_known_relevance_plans_no_target_labels(client, make_study):
     study = make_study(
         client,
         relevance={"a": 0.0, "b": 0.0, "c": 0.0},
-        budget={"source": 31, "target": 10},
+        budget={"source": 31},
     )
 
     body = quotas(client, study["id"])

@@ -30,7 +30,7 @@ def test_create_active_study_starts_in_pilot(client):
 def test_create_known_relevance_study_starts_in_main(client):
     body = study_body(
         relevance={"a": 1.0, "b": 0.0, "c": -0.5},
-        budget={"source": 30, "target": 10},
+        budget={"source": 30},
         rank=None,
     )
     response = client.post("/v1/studies", json=body)
@@ -157,9 +157,7 @@ def test_invalid_study_lists_every_error(client):
 
 
 def test_known_relevance_study_needs_no_pilot_budget(client):
-    body = study_body(
-        relevance={"a": 1, "b": 2, "c": 3}, budget={"source": 5, "target": 5}
-    )
+    body = study_body(relevance={"a": 1, "b": 2, "c": 3}, budget={"source": 5})
 
     assert client.post("/v1/studies", json=body).status_code == 201
 

@@ -8,9 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.db.models import Study
 from app.jobs.config import FitQueueSettings
 from app.jobs.runner import run_pending
 from app.metrics import REGISTRY
+from app.services import fits as fit_service
 
 QUEUE = FitQueueSettings(
     run_fits_in_process=False,
@@ -27,6 +29,18 @@ def client(app: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("PREFBUDGET_RUN_FITS_IN_PROCESS", "false")
     with TestClient(app) as test_client:
         yield test_client
+
+
+def queue_fit_directly(client: TestClient, study_id: str) -> str:
+    """Queue a manual fit through the service, bypassing the endpoint's checks.
+
+    The endpoint allows one pending fit per study and none without labels.
+    """
+    with client.app.state.session_factory() as session:
+        study = session.get(Study, study_id)
+        fit_id = fit_service.queue_fit(session, study, trigger="manual").id
+        session.commit()
+    return fit_id
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple], float]:
@@ -127,8 +141,8 @@ def test_labels_ingested_counts_inserted_and_duplicates(client, make_study) -> N
 
 def test_queue_depth_is_read_at_scrape_time(client, make_study) -> None:
     study = make_study(client)
-    client.post(f"/v1/studies/{study['id']}/fits")
-    client.post(f"/v1/studies/{study['id']}/fits")
+    queue_fit_directly(client, study["id"])
+    queue_fit_directly(client, study["id"])
     factory = client.app.state.session_factory
 
     queued = value(scrape(client), "prefbudget_fit_queue_depth", status="queued")
@@ -146,11 +160,11 @@ def test_failed_fits_are_counted_with_duration(client, make_study) -> None:
     study = make_study(client)
     failures_before = current("prefbudget_fit_failures_total")
     count_before = current("prefbudget_fit_duration_seconds_count", outcome="failed")
-    fit = client.post(f"/v1/studies/{study['id']}/fits").json()
+    fit_id = queue_fit_directly(client, study["id"])
 
     run_pending(client.app.state.session_factory, QUEUE, "metrics-test")
 
-    status = client.get(f"/v1/studies/{study['id']}/fits/{fit['id']}").json()
+    status = client.get(f"/v1/studies/{study['id']}/fits/{fit_id}").json()
     assert status["status"] == "failed"
     samples = scrape(client)
     assert value(samples, "prefbudget_fit_failures_total") == failures_before + 1

@@ -116,7 +116,7 @@ def test_killed_worker_fit_completes_once(
             "target_task": "t",
             "relevance": {"a": 1.0, "b": 0.5, "c": 0.0},
             "prior": None,
-            "budget": {"source": 3000, "target": 1000},
+            "budget": {"source": 3000},
             "settings": {},
         },
     )

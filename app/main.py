@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import re
@@ -19,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__, metrics
-from app.api import comparisons, health, studies
+from app.api import comparisons, fits, health, keys, model, policy, quotas, studies
 from app.auth.config import auth_settings
 from app.auth.dependencies import (
     API_DEPENDENCIES,
@@ -27,6 +26,7 @@ from app.auth.dependencies import (
     check_auth_configuration,
 )
 from app.db.engine import create_db_engine, create_session_factory
+from app.docs_ui import install_docs
 from app.jobs.runner import start_in_process_runner
 from app.logs import log_context
 from app.problems import (
@@ -75,13 +75,6 @@ OPENAPI_TAGS = [
 
 # Routers added by other parts of the service; each module exposes `router`.
 # A module that is not installed is skipped with a log line.
-OPTIONAL_ROUTERS = (
-    "app.api.fits",
-    "app.api.quotas",
-    "app.api.model",
-    "app.api.policy",
-    "app.api.keys",
-)
 
 STUDY_PATH = re.compile(r"^/v1/studies/([^/]+)")
 IMPORT_PATH = re.compile(r"^/v1/studies/[^/]+/comparisons/import/?$")
@@ -315,20 +308,6 @@ def _register_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _include_optional_routers(app: FastAPI) -> None:
-    for module_name in OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            logger.debug("app.router_skipped module=%s", module_name)
-            continue
-        app.include_router(
-            module.router, dependencies=API_DEPENDENCIES, responses=AUTH_RESPONSES
-        )
-
-
 BEARER_SCHEME = "bearerAuth"
 PROBLEM_SCHEMA_REF = {"$ref": "#/components/schemas/ProblemDetails"}
 INPUT_PROBLEM_DESCRIPTION = (
@@ -475,6 +454,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -488,13 +469,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_import_bytes=settings.max_import_bytes,
     )
     app.include_router(health.router)
-    app.include_router(
-        studies.router, dependencies=API_DEPENDENCIES, responses=AUTH_RESPONSES
-    )
-    app.include_router(
-        comparisons.router, dependencies=API_DEPENDENCIES, responses=AUTH_RESPONSES
-    )
-    _include_optional_routers(app)
+    for module in (studies, comparisons, quotas, fits, model, policy, keys):
+        app.include_router(
+            module.router, dependencies=API_DEPENDENCIES, responses=AUTH_RESPONSES
+        )
+    install_docs(app)
     _install_openapi(app, settings)
     metrics.install(app)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
@@ -57,12 +57,24 @@ IMPORT_BODY = {
 }
 
 
+def _media_type(request: Request) -> str:
+    """Return the request's media type, lowercased, without parameters."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _is_json_media_type(media_type: str) -> bool:
+    """Return whether ``media_type`` is application/json or application/*+json."""
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
 @router.post(
     "",
     response_model=IngestResult,
     summary="Add a batch of comparisons",
     openapi_extra=BATCH_BODY,
-    responses=problem_responses(404, 409, 413, 422),
+    responses=problem_responses(404, 409, 413, 415, 422),
 )
 async def post_comparisons(
     study_id: str, request: Request, session: SessionDep, settings: SettingsDep
@@ -70,8 +82,15 @@ async def post_comparisons(
     """Store a batch atomically: every row is stored, or none is.
 
     Each row is stored with the study's current phase. Rows whose `id` is
-    already stored with the same content count as duplicates.
+    already stored with the same content count as duplicates. The body must
+    be sent as `application/json` (or an `application/*+json` type).
     """
+    media_type = _media_type(request)
+    if not _is_json_media_type(media_type):
+        raise UnsupportedMediaType(
+            f"unsupported content type '{media_type or 'none'}'; send the batch "
+            "as application/json"
+        )
     body = await request.body()
     counts = await run_in_threadpool(
         partial(
@@ -103,7 +122,7 @@ async def import_comparisons(
     memory use does not grow with the file. Validation and idempotency rules
     are those of the batch endpoint, without its row limit.
     """
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = _media_type(request)
     if media_type in ingest.PARQUET_MEDIA_TYPES:
         file_format = "parquet"
     elif media_type in ingest.JSONL_MEDIA_TYPES:
@@ -170,7 +189,8 @@ def export_comparisons(
     ] = None,
     task: Annotated[str | None, Query(description="Only this task.")] = None,
     phase: Annotated[
-        str | None, Query(description="Only comparisons stored in this phase.")
+        Literal["pilot", "main", "complete"] | None,
+        Query(description="Only comparisons stored in this phase."),
     ] = None,
 ) -> ComparisonPage:
     """Page through a study's comparisons in the order they were stored."""

@@ -1,4 +1,4 @@
-"""ORM models: studies, their tasks, comparisons (labels) and fits.
+"""ORM models: studies, their tasks, comparisons (labels), label counts and fits.
 
 Feature vectors and fitted arrays are stored as little-endian float64 bytes
 (see :mod:`app.db.codec`), never as JSON text. A fit row is also its own job
@@ -151,6 +151,27 @@ class Comparison(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=text("CURRENT_TIMESTAMP")
     )
+
+
+class LabelCount(Base):
+    """Number of stored comparisons of one task in one phase.
+
+    Equal to ``COUNT(*)`` of ``comparisons`` grouped by study, task and phase:
+    the transaction that inserts comparisons adds their number here
+    (:func:`app.db.queries.add_label_counts`), so quota checks read one row per
+    task and phase instead of counting every label of the study.
+    """
+
+    __tablename__ = "label_counts"
+
+    study_id: Mapped[str] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    phase: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class Fit(Base):

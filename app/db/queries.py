@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db.models import Comparison, Fit, Study
+from app.db.models import Comparison, Fit, LabelCount, Study
 
 # Keeps every IN list far below the bind-parameter limits of SQLite (32,766)
 # and PostgreSQL (65,535).
@@ -30,15 +31,67 @@ def get_study(
 
 
 def label_counts(session: Session, study_ids: Sequence[str]) -> dict[int, int]:
-    """Count stored comparisons per task id, over all phases."""
+    """Return the number of stored comparisons per task id, over all phases."""
     if not study_ids:
         return {}
     statement = (
-        select(Comparison.task_id, func.count())
-        .where(Comparison.study_id.in_(study_ids))
-        .group_by(Comparison.task_id)
+        select(LabelCount.task_id, func.sum(LabelCount.count))
+        .where(LabelCount.study_id.in_(study_ids))
+        .group_by(LabelCount.task_id)
     )
-    return {task_id: count for task_id, count in session.execute(statement)}
+    return {task_id: int(count) for task_id, count in session.execute(statement)}
+
+
+def phase_label_counts(session: Session, study_id: str) -> list[tuple[int, str, int]]:
+    """Return ``(task id, phase, stored comparisons)`` for every non-empty pair."""
+    statement = select(LabelCount.task_id, LabelCount.phase, LabelCount.count).where(
+        LabelCount.study_id == study_id
+    )
+    return [
+        (task_id, phase, int(count))
+        for task_id, phase, count in session.execute(statement)
+    ]
+
+
+def add_label_counts(
+    session: Session, study_id: str, phase: str, counts: Mapping[int, int]
+) -> None:
+    """Add ``counts`` (comparisons just inserted, per task id) to ``label_counts``.
+
+    Call it in the transaction that inserted the comparisons. SQLite and
+    PostgreSQL get one ``INSERT ... ON CONFLICT DO UPDATE``. Other databases
+    get an ``UPDATE`` and, for pairs without a row, an ``INSERT``, which is
+    safe only while the caller holds the study row lock.
+    """
+    values = [
+        {"study_id": study_id, "task_id": task_id, "phase": phase, "count": count}
+        for task_id, count in counts.items()
+        if count
+    ]
+    if not values:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        module = sqlite if dialect == "sqlite" else postgresql
+        statement = module.insert(LabelCount).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["study_id", "task_id", "phase"],
+            set_={"count": LabelCount.count + statement.excluded.count},
+        )
+        session.execute(statement)
+        return
+    for row in values:
+        result = session.execute(
+            update(LabelCount)
+            .where(
+                LabelCount.study_id == study_id,
+                LabelCount.task_id == row["task_id"],
+                LabelCount.phase == phase,
+            )
+            .values(count=LabelCount.count + row["count"])
+        )
+        if result.rowcount == 0:
+            session.execute(insert(LabelCount).values(row))
 
 
 def latest_fits(session: Session, study_ids: Sequence[str]) -> dict[str, Fit]:

@@ -3,6 +3,9 @@
 Incoming comparisons are ``TypedDict`` schemas rather than models: pydantic
 validates them straight from JSON bytes into plain dicts, which is about a
 third cheaper than building model objects on the ingest path.
+
+Numbers are strict: labels and feature entries must be JSON numbers, so a
+string such as ``"1"`` or a boolean is rejected rather than converted.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter
 from typing_extensions import TypedDict
 
-Vector = list[float]
+from app.schemas.common import MAX_ABS_FEATURE, NulFreeStr
+
+Number = Annotated[float, Strict()]
+Vector = list[Number]
 
 
 class ComparisonIn(TypedDict):
@@ -41,7 +47,7 @@ class ComparisonIn(TypedDict):
 
     id: NotRequired[
         Annotated[
-            str | None,
+            NulFreeStr | None,
             Field(
                 min_length=1,
                 max_length=200,
@@ -53,34 +59,49 @@ class ComparisonIn(TypedDict):
             ),
         ]
     ]
-    task: Annotated[str, Field(description="Name of a task of the study.")]
+    task: Annotated[NulFreeStr, Field(description="Name of a task of the study.")]
     features: NotRequired[
         Annotated[
             Vector | None,
-            Field(description="phi(s, a1) - phi(s, a2): d finite numbers."),
+            Field(
+                description=(
+                    "phi(s, a1) - phi(s, a2): d finite numbers, each at most "
+                    f"{MAX_ABS_FEATURE:g} in absolute value."
+                )
+            ),
         ]
     ]
     first: NotRequired[
         Annotated[
             Vector | None,
-            Field(description="phi(s, a1), features of the first action: d numbers."),
+            Field(
+                description=(
+                    "phi(s, a1), features of the first action: d numbers, each "
+                    f"at most {MAX_ABS_FEATURE:g} in absolute value."
+                )
+            ),
         ]
     ]
     second: NotRequired[
         Annotated[
             Vector | None,
-            Field(description="phi(s, a2), features of the second action: d numbers."),
+            Field(
+                description=(
+                    "phi(s, a2), features of the second action: d numbers, each "
+                    f"at most {MAX_ABS_FEATURE:g} in absolute value."
+                )
+            ),
         ]
     ]
     label: Annotated[
-        float,
+        Number,
         Field(
             ge=0.0,
             le=1.0,
             allow_inf_nan=False,
             description=(
-                "1 means the first action was preferred, 0 the second; fractions "
-                "are ties or split votes."
+                "A JSON number in [0, 1]: 1 means the first action was preferred, "
+                "0 the second; fractions are ties or split votes."
             ),
         ),
     ]

@@ -26,6 +26,7 @@ import base64
 import binascii
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -48,6 +49,7 @@ from app.problems import (
     FieldError,
     ValidationProblem,
 )
+from app.schemas.common import MAX_ABS_FEATURE
 from app.schemas.comparisons import (
     ComparisonOut,
     ComparisonPage,
@@ -60,6 +62,16 @@ logger = logging.getLogger(__name__)
 
 INSERT_ATTEMPTS = 3
 MAX_LISTED_CONFLICTS = 100
+
+# The detail of the 422 for a body that is not JSON, the same on every endpoint.
+INVALID_JSON_DETAIL = "the request body is not valid JSON"
+TOO_LARGE_REASON = (
+    f"contains a value above the maximum of {MAX_ABS_FEATURE:g} in absolute value"
+)
+DIFFERENCE_TOO_LARGE_REASON = (
+    f"first - second has a value above the maximum of {MAX_ABS_FEATURE:g} in "
+    "absolute value"
+)
 
 
 def after_ingest(session: Session, study: Study) -> None:
@@ -138,6 +150,22 @@ def _vector_reason(values: Any, dimension: int) -> str | None:
     return None
 
 
+def _bad_vector_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return masks of the rows with NaN or infinity and of the finite rows too large.
+
+    A finite row is too large when one of its values exceeds
+    :data:`MAX_ABS_FEATURE` in absolute value.
+    """
+    finite = np.isfinite(matrix).all(axis=1)
+    too_large = finite & ~(np.abs(matrix) <= MAX_ABS_FEATURE).all(axis=1)
+    return ~finite, too_large
+
+
+def _within_bound(matrix: np.ndarray) -> bool:
+    """Return whether every value is finite and within +-MAX_ABS_FEATURE."""
+    return bool((np.abs(matrix) <= MAX_ABS_FEATURE).all())
+
+
 def prepare_dict_rows(
     study: Study,
     rows: list[dict[str, Any]],
@@ -151,7 +179,9 @@ def prepare_dict_rows(
 
     Checks what the schema cannot: the task exists, exactly one of
     ``features`` or ``first`` and ``second`` is given, vectors have length d
-    and finite entries. Bad rows go to ``errors``; the good ones are returned.
+    and finite entries of at most :data:`MAX_ABS_FEATURE` in absolute value
+    (for ``first`` and ``second``, their difference as well). Bad rows go to
+    ``errors``; the good ones are returned.
     """
     dimension = study.dimension
     tasks = _task_lookup(study)
@@ -210,22 +240,33 @@ def prepare_dict_rows(
         firsts = np.array([f for _, f, _ in pairs], dtype=np.float64)
         seconds = np.array([s for _, _, s in pairs], dtype=np.float64)
         for name, array in (("first", firsts), ("second", seconds)):
-            for bad_row in np.flatnonzero(~np.isfinite(array).all(axis=1)):
-                position = positions[bad_row]
-                reported.add(position)
-                errors.add(indices[good[position]], name, "contains NaN or infinity")
+            non_finite, too_large = _bad_vector_rows(array)
+            for bad_rows, reason in (
+                (non_finite, "contains NaN or infinity"),
+                (too_large, TOO_LARGE_REASON),
+            ):
+                for bad_row in np.flatnonzero(bad_rows):
+                    position = positions[bad_row]
+                    reported.add(position)
+                    errors.add(indices[good[position]], name, reason)
         with np.errstate(over="ignore", invalid="ignore"):
             matrix[positions] = firsts - seconds
 
-    # Non-finite rows: NaN or infinity given, or first - second overflowed.
-    keep = np.isfinite(matrix).all(axis=1)
+    # Rows with NaN, infinity or a value over the bound. A row given as first
+    # and second whose vectors passed can only fail by their difference, and
+    # one whose vectors failed is dropped even when the difference is fine.
+    non_finite, too_large = _bad_vector_rows(matrix)
+    keep = ~(non_finite | too_large)
+    keep[sorted(reported)] = False
     for position in np.flatnonzero(~keep):
         if position in reported:
             continue
         if vectors[position] is None:
-            reason = "first - second overflows to infinity"
-        else:
+            reason = DIFFERENCE_TOO_LARGE_REASON
+        elif non_finite[position]:
             reason = "contains NaN or infinity"
+        else:
+            reason = TOO_LARGE_REASON
         errors.add(indices[good[position]], "features", reason)
 
     kept = [good[position] for position in np.flatnonzero(keep)]
@@ -346,11 +387,11 @@ def store_rows(session: Session, study: Study, rows: PreparedRows) -> IngestCoun
         if not any(rows.client_ids):
             # Without client ids the unique constraint cannot fire (NULLs never
             # collide), so the savepoint for the retry below is not needed.
-            queries.insert_comparisons(session, values)
+            _insert_and_count(session, study_id, phase, values)
             return IngestCounts(len(values), duplicates)
         try:
             with session.begin_nested():
-                queries.insert_comparisons(session, values)
+                _insert_and_count(session, study_id, phase, values)
         except IntegrityError:
             # Another transaction stored one of these client ids after the
             # lookup above; classify again against what it committed.
@@ -364,6 +405,16 @@ def store_rows(session: Session, study: Study, rows: PreparedRows) -> IngestCoun
             continue
         return IngestCounts(len(values), duplicates)
     raise AssertionError("unreachable")
+
+
+def _insert_and_count(
+    session: Session, study_id: str, phase: str, values: list[tuple[Any, ...]]
+) -> None:
+    """Insert comparison rows and add them to the study's label counts."""
+    queries.insert_comparisons(session, values)
+    # Every row of one request has the same phase; the task id is column 1.
+    per_task = Counter(row[1] for row in values)
+    queries.add_label_counts(session, study_id, phase, per_task)
 
 
 def check_batch_size(count: int, max_rows: int) -> None:
@@ -690,7 +741,7 @@ def _prepare_arrow_batch(
             errors.add(start + int(row), "label", reason)
         bad |= out_of_range
 
-    # Client ids: optional strings of 1 to 200 characters.
+    # Client ids: optional strings of 1 to 200 characters without NUL.
     client_ids: list[str | None] = [None] * count
     if "id" in schema_names:
         id_column = batch.column("id")
@@ -701,39 +752,46 @@ def _prepare_arrow_batch(
             id_column = id_column.cast(pa.string())
         client_ids = id_column.to_pylist()
         for row, client_id in enumerate(client_ids):
-            if client_id is not None and not 1 <= len(client_id) <= 200:
+            if client_id is None:
+                continue
+            if not 1 <= len(client_id) <= 200:
                 errors.add(start + row, "id", "must have 1 to 200 characters")
                 bad[row] = True
+            elif "\x00" in client_id:
+                errors.add(
+                    start + row, "id", "must not contain the NUL character (U+0000)"
+                )
+                bad[row] = True
 
-    # Features, or the difference first - second.
+    # Features, or the difference first - second: finite and within the bound.
     if "features" in schema_names:
-        features, bad_features = _arrow_vectors(
-            batch.column("features"), "features", dimension, start, errors
-        )
-        bad |= bad_features
-        non_finite = ~bad_features & ~np.isfinite(features).all(axis=1)
-        for row in np.flatnonzero(non_finite):
-            errors.add(start + int(row), "features", "contains NaN, infinity or null")
-        bad |= non_finite
+        names = ["features"]
     else:
-        parts = []
-        for name in ("first", "second"):
-            matrix, bad_part = _arrow_vectors(
-                batch.column(name), name, dimension, start, errors
-            )
-            non_finite = ~bad_part & ~np.isfinite(matrix).all(axis=1)
-            for row in np.flatnonzero(non_finite):
-                errors.add(start + int(row), name, "contains NaN, infinity or null")
-            bad |= bad_part | non_finite
-            parts.append(matrix)
-        with np.errstate(over="ignore", invalid="ignore"):
+        names = ["first", "second"]
+    parts = []
+    for name in names:
+        matrix, bad_part = _arrow_vectors(
+            batch.column(name), name, dimension, start, errors
+        )
+        non_finite, too_large = _bad_vector_rows(matrix)
+        for rows, reason in (
+            (~bad_part & non_finite, "contains NaN, infinity or null"),
+            (~bad_part & too_large, TOO_LARGE_REASON),
+        ):
+            for row in np.flatnonzero(rows):
+                errors.add(start + int(row), name, reason)
+        bad |= bad_part | non_finite | too_large
+        parts.append(matrix)
+    if len(parts) == 1:
+        features = parts[0]
+    else:
+        with np.errstate(invalid="ignore"):
             features = parts[0] - parts[1]
-        overflow = ~bad & ~np.isfinite(features).all(axis=1)
-        for row in np.flatnonzero(overflow):
-            errors.add(
-                start + int(row), "features", "first - second overflows to infinity"
-            )
-        bad |= overflow
+        _, difference_too_large = _bad_vector_rows(features)
+        difference_too_large &= ~bad
+        for row in np.flatnonzero(difference_too_large):
+            errors.add(start + int(row), "features", DIFFERENCE_TOO_LARGE_REASON)
+        bad |= difference_too_large
 
     keep = np.flatnonzero(~bad)
     task_ids = [task.id for task in study.tasks]
@@ -748,6 +806,18 @@ def _prepare_arrow_batch(
 
 
 # JSON batches -----------------------------------------------------------------
+
+
+def _json_error_reason(exc: ValueError) -> str:
+    """Describe why ``json.loads`` failed, in terms a client can act on."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at position {exc.pos}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the body is not valid UTF-8 (byte {exc.start})"
+    if "integer string conversion" in str(exc):
+        # Python's own message suggests sys.set_int_max_str_digits.
+        return "a number is too large: integers may have at most 4300 digits"
+    return str(exc)
 
 
 def parse_batch(
@@ -771,9 +841,16 @@ def parse_batch(
 
     try:
         document = json.loads(body)
+    except RecursionError as exc:
+        # json.loads recurses once per nesting level, so a body such as
+        # 100,000 "[" exhausts the interpreter's recursion limit.
+        raise ValidationProblem(
+            INVALID_JSON_DETAIL,
+            [FieldError(None, "body", "the JSON is nested too deeply")],
+        ) from exc
     except ValueError as exc:
         raise ValidationProblem(
-            "the body is not valid JSON", [FieldError(None, "body", str(exc))]
+            INVALID_JSON_DETAIL, [FieldError(None, "body", _json_error_reason(exc))]
         ) from exc
     if not isinstance(document, dict):
         raise ValidationProblem(
@@ -838,10 +915,16 @@ def _number_matrix(lists: list[Any]) -> np.ndarray | None:
         # Rows of different lengths.
         return None
     # Letting numpy infer the type keeps strings and nulls out (they give a
-    # string or object array), so the schema path reports them. Booleans come
-    # out as 0.0 and 1.0, as pydantic's lax float validation makes them.
-    if matrix.ndim != 2 or matrix.dtype.kind not in "fiub":
+    # string or object array), so the schema path reports them.
+    if matrix.ndim != 2 or matrix.dtype.kind not in "fiu":
         return None
+    # numpy also turns a boolean next to numbers into 0.0 or 1.0, which the
+    # schema rejects. Only rows that contain 0 or 1 can hide one, so only
+    # their entries are type-checked; rows of other values cost nothing here.
+    suspects = np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1))
+    for row in suspects.tolist():
+        if bool in set(map(type, lists[row])):
+            return None
     return matrix.astype(np.float64, copy=False)
 
 
@@ -855,7 +938,8 @@ def parse_batch_fast(body: bytes, max_rows: int) -> ParsedBatch | None:
 
     Accepts a subset of what the ``ComparisonBatch`` schema accepts. Every row
     gives ``features``, or every row gives ``first`` and ``second``. Labels
-    are JSON numbers in [0, 1], and vectors contain numbers only. For anything
+    are JSON numbers in [0, 1], vectors contain numbers only, and client ids
+    have no NUL character. For anything
     else (including every invalid body) it returns None, and the caller runs
     :func:`parse_batch`, which validates row by row and names each error.
     Skipping pydantic here matters: building and checking 64,000 floats per
@@ -891,7 +975,12 @@ def parse_batch_fast(body: bytes, max_rows: int) -> ParsedBatch | None:
     if not ((labels >= 0.0) & (labels <= 1.0)).all():
         return None
     if not _types_within(client_ids, (type(None),)) and not all(
-        client_id is None or (type(client_id) is str and 1 <= len(client_id) <= 200)
+        client_id is None
+        or (
+            type(client_id) is str
+            and 1 <= len(client_id) <= 200
+            and "\x00" not in client_id
+        )
         for client_id in client_ids
     ):
         return None
@@ -933,8 +1022,9 @@ def parse_batch_fast(body: bytes, max_rows: int) -> ParsedBatch | None:
 def prepare_parsed(study: Study, parsed: ParsedBatch) -> PreparedRows | None:
     """Check a fast-parsed batch against the study; None when any row is bad.
 
-    Bad rows (unknown task, wrong length, NaN or infinity) are not reported
-    here: the caller runs the validating path, which names them all.
+    Bad rows (unknown task, wrong length, NaN, infinity or a value over
+    :data:`MAX_ABS_FEATURE`) are not reported here: the caller runs the
+    validating path, which names them all.
     """
     tasks = _task_lookup(study)
     task_ids = [tasks.get(name) for name in parsed.task_names]
@@ -944,11 +1034,10 @@ def prepare_parsed(study: Study, parsed: ParsedBatch) -> PreparedRows | None:
         return None
     features = parsed.vectors
     if parsed.seconds is not None:
-        if not np.isfinite(parsed.seconds).all():
+        if not (_within_bound(parsed.vectors) and _within_bound(parsed.seconds)):
             return None
-        with np.errstate(over="ignore", invalid="ignore"):
-            features = parsed.vectors - parsed.seconds
-    if not np.isfinite(features).all():
+        features = parsed.vectors - parsed.seconds
+    if not _within_bound(features):
         return None
     return PreparedRows(
         indices=list(range(len(task_ids))),

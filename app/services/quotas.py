@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import Comparison, Fit, Study, Task
+from app.db import queries
+from app.db.models import Fit, Study, Task
 from solvers.allocation import active_sample, split_batch
 
 # Labels of these phases count towards the quotas of the phase named by the key.
@@ -149,15 +150,15 @@ def plan_phase(session: Session, study: Study, phase: str | None = None) -> Quot
 
 
 def collected_counts(session: Session, study_id: str) -> dict[int, dict[str, int]]:
-    """Count stored labels per task id and phase with one grouped query."""
-    statement = (
-        select(Comparison.task_id, Comparison.phase, func.count())
-        .where(Comparison.study_id == study_id)
-        .group_by(Comparison.task_id, Comparison.phase)
-    )
+    """Return the number of stored labels per task id and phase.
+
+    Reads the ``label_counts`` table, which ingest keeps equal to a grouped
+    count of the study's comparisons, so the cost does not grow with the
+    number of stored labels.
+    """
     counts: dict[int, dict[str, int]] = defaultdict(dict)
-    for task_id, phase, count in session.execute(statement):
-        counts[task_id][phase] = int(count)
+    for task_id, phase, count in queries.phase_label_counts(session, study_id):
+        counts[task_id][phase] = count
     return counts
 
 

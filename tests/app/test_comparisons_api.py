@@ -7,6 +7,7 @@ import json
 import pytest
 
 from app.main import create_app
+from app.schemas.common import MAX_ABS_FEATURE
 from app.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -61,7 +62,7 @@ def test_batch_is_stored_with_phase_and_counts(client, make_study):
 
 def test_features_round_trip_exactly(client, make_study):
     study = make_study(client)
-    vector = [0.1, -1e-300, 123456789.123456789, 2.0**-1074]
+    vector = [0.1, -1e-300, 123456.789123456789, 2.0**-1074]
 
     _post(client, study["id"], [_row(features=vector)])
 
@@ -176,21 +177,22 @@ def test_non_finite_features_are_rejected(client, make_study, bad):
     assert errors[(1, "first")] == "contains NaN or infinity"
 
 
-def test_overflowing_difference_is_rejected(client, make_study):
+def test_difference_over_feature_bound_is_rejected(client, make_study):
     study = make_study(client)
     row = {
         "task": "a",
-        "first": [1e308, 0, 0, 0],
-        "second": [-1e308, 0, 0, 0],
+        "first": [MAX_ABS_FEATURE, 0, 0, 0],
+        "second": [-MAX_ABS_FEATURE, 0, 0, 0],
         "label": 1,
     }
 
     response = _post(client, study["id"], [row])
 
     assert response.status_code == 422
-    assert _error_map(response) == {
-        (0, "features"): "first - second overflows to infinity"
-    }
+    errors = _error_map(response)
+    assert list(errors) == [(0, "features")]
+    assert errors[(0, "features")].startswith("first - second has a value above")
+    assert _export(client, study["id"])["items"] == []
 
 
 def test_nan_label_is_rejected(client, make_study):

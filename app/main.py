@@ -30,6 +30,7 @@ from app.docs_ui import install_docs
 from app.jobs.runner import start_in_process_runner
 from app.logs import log_context
 from app.problems import (
+    INVALID_JSON_DETAIL,
     PROBLEM_MEDIA_TYPE,
     PROBLEM_TYPE_PREFIX,
     FieldError,
@@ -204,7 +205,6 @@ class StudyLogContextMiddleware:
             await self.app(scope, receive, send)
 
 
-INVALID_JSON_DETAIL = "the request body is not valid JSON"
 # FastAPI returns a 400 with this detail when json.loads fails with anything
 # other than a JSONDecodeError (deep nesting, invalid UTF-8, an over-long
 # integer). The handler turns it into the same 422 as other invalid JSON.

@@ -14,6 +14,8 @@ from typing import Any
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:prefbudget:problem:"
+# Detail of the 422 for a request body that is not JSON, the same on every endpoint.
+INVALID_JSON_DETAIL = "the request body is not valid JSON"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,13 @@ MAX_DIMENSION = 4096
 MAX_BUDGET = 1_000_000_000
 
 TaskName = Annotated[NulFreeStr, Field(min_length=1, max_length=200)]
+# Largest absolute relevance or prior weight. Allocation only uses ratios of
+# weights, and larger values overflow the l1 norm well before 1e308. The sign
+# of a prior weight is checked with the other cross-field rules, so that one
+# 422 lists every error of the body.
+MAX_ABS_WEIGHT = 1e6
+RelevanceWeight = Annotated[float, Field(ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT)]
+PriorWeight = Annotated[float, Field(ge=-MAX_ABS_WEIGHT, le=MAX_ABS_WEIGHT)]
 
 
 class Budget(BaseModel):
@@ -162,20 +169,22 @@ class StudyCreate(BaseModel):
         min_length=1, description="Names of the source tasks, in a fixed order."
     )
     target_task: TaskName = Field(description="Name of the target task.")
-    relevance: dict[str, float] | None = Field(
+    relevance: dict[str, RelevanceWeight] | None = Field(
         default=None,
         description=(
             "Known relevance nu_m of each source task to the target, keyed by "
-            "source task name: finite numbers (Algorithm 1, no pilot phase, no "
+            f"source task name: numbers in [-{MAX_ABS_WEIGHT:g}, {MAX_ABS_WEIGHT:g}] "
+            "(Algorithm 1, no pilot phase, no "
             "target labels). Null runs Algorithm 2: a pilot phase estimates "
             "the relevance."
         ),
     )
-    prior: dict[str, float] | None = Field(
+    prior: dict[str, PriorWeight] | None = Field(
         default=None,
         description=(
             "Prior weight of each source task for the pilot phase of Algorithm 2, "
-            "keyed by source task name: non-negative, not all zero. Null means "
+            f"keyed by source task name: numbers in [0, {MAX_ABS_WEIGHT:g}], not "
+            "all zero. Null means "
             "uniform. Only allowed when `relevance` is null."
         ),
     )

@@ -43,6 +43,7 @@ from app.db import queries
 from app.db.codec import decode_rows, encode_rows
 from app.db.models import Comparison, Study
 from app.problems import (
+    INVALID_JSON_DETAIL,
     BadRequest,
     Conflict,
     ContentTooLarge,
@@ -63,8 +64,6 @@ logger = logging.getLogger(__name__)
 INSERT_ATTEMPTS = 3
 MAX_LISTED_CONFLICTS = 100
 
-# The detail of the 422 for a body that is not JSON, the same on every endpoint.
-INVALID_JSON_DETAIL = "the request body is not valid JSON"
 TOO_LARGE_REASON = (
     f"contains a value above the maximum of {MAX_ABS_FEATURE:g} in absolute value"
 )

@@ -362,6 +362,28 @@ def test_relevance_string_value_is_422(client):
     assert "relevance.a" in errors_of(response)
 
 
+@pytest.mark.parametrize(
+    ("field", "overrides"),
+    [
+        (
+            "relevance.a",
+            {"relevance": {"a": 1e300, "b": 1, "c": 1}, "budget": {"source": 30}},
+        ),
+        (
+            "relevance.b",
+            {"relevance": {"a": 1, "b": -2e6, "c": 1}, "budget": {"source": 30}},
+        ),
+        ("prior.c", {"prior": {"a": 1, "b": 1, "c": 1e308}}),
+        ("prior.a", {"prior": {"a": -1, "b": 1, "c": 1}}),
+    ],
+)
+def test_out_of_range_weight_is_422(client, field, overrides):
+    response = post_study(client, **overrides)
+
+    assert response.status_code == 422
+    assert field in errors_of(response), response.json()["errors"]
+
+
 def test_valid_settings_are_stored_as_given(client):
     settings = {
         "strict_phase_split": True,

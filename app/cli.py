@@ -8,10 +8,39 @@ import logging
 import os
 import sys
 
+from pydantic import ValidationError
+
 from app.logs import configure_logging
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# Exit status of a command whose settings are invalid, as for a usage error.
+CONFIGURATION_ERROR_STATUS = 2
+
+
+class ConfigurationError(Exception):
+    """Invalid setting, with a message that names the variable and the fix."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Return the errors of a settings model on one line, naming each variable."""
+    parts = []
+    for item in error.errors():
+        name = "PREFBUDGET_" + "_".join(str(part) for part in item["loc"]).upper()
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(message if name in message else f"{name}: {message}")
+    return "; ".join(parts)
+
+
+def _configuration_error(command: str, message: str) -> int:
+    """Write the one-line error of invalid settings; return the exit status.
+
+    It goes to standard error directly, because the logging settings may be
+    the invalid ones.
+    """
+    sys.stderr.write(f"prefbudget {command}: invalid configuration: {message}\n")
+    return CONFIGURATION_ERROR_STATUS
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -101,12 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from app.auth.dependencies import AuthConfigurationError
     from app.db import migrations
+    from app.jobs.config import queue_settings
     from app.main import create_app
 
+    # create_app checks the auth settings and creates the engine without
+    # connecting, so invalid settings stop the command before any migration.
+    try:
+        queue_settings(settings)
+        app = create_app(settings)
+    except ValidationError as error:
+        raise ConfigurationError(describe_validation_error(error)) from error
+    except AuthConfigurationError as error:
+        raise ConfigurationError(str(error)) from error
     if settings.migrate_on_start and not args.no_migrate:
         migrations.upgrade(settings.database_url)
-    app = create_app(settings)
     # Move the ~170,000 start-up objects out of the collector's reach, so no full
     # collection over them (~100 ms) runs in the middle of a request.
     gc.freeze()
@@ -119,6 +158,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level=settings.log_level.lower(),
     )
     return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from app import worker_cli
+    from app.jobs.config import queue_settings
+
+    try:
+        queue_settings(settings)
+        process = worker_cli.WorkerProcessSettings()
+    except ValidationError as error:
+        raise ConfigurationError(describe_validation_error(error)) from error
+    return worker_cli.run(args, settings, process)
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    settings = _settings(args)
+    command = " ".join(filter(None, [args.command, getattr(args, "db_command", None)]))
+    try:
+        settings = _settings(args)
+    except ValidationError as error:
+        return _configuration_error(command, describe_validation_error(error))
     if args.command == "demo":
         # The demo's terminal output is its progress bars and result table:
         # log warnings only, unless PREFBUDGET_LOG_LEVEL asks for more.
@@ -182,15 +237,18 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(rest)
 
     configure_logging(settings.log_level, settings.log_format)
+    # Alembic logs one INFO line per plugin it sets up, on every migration run.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command == "serve":
-        return _serve(args, settings)
-    if args.command == "worker":
-        from app import worker_cli
-
-        return worker_cli.run(args, settings)
-    return _db(args, settings)
+    try:
+        if args.command == "serve":
+            return _serve(args, settings)
+        if args.command == "worker":
+            return _worker(args, settings)
+        return _db(args, settings)
+    except ConfigurationError as error:
+        return _configuration_error(command, str(error))
 
 
 if __name__ == "__main__":

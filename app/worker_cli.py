@@ -18,8 +18,9 @@ from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.exc import SQLAlchemyError
 
-from app.db.engine import is_sqlite
+from app.db.engine import create_db_engine, is_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +64,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, settings: Any) -> int:
-    """Run the worker loop until SIGTERM or SIGINT; return the exit status."""
+def check_database(settings: Any) -> str | None:
+    """Connect to the database and compare its schema with the head revision.
+
+    Returns None when both checks pass (as ``/readyz`` does), else a one-line
+    message that names the problem and the fix.
+    """
+    from app.db import migrations
+    from app.jobs.runner import describe_error
+
+    engine = create_db_engine(
+        settings.database_url,
+        sqlite_busy_timeout_ms=getattr(settings, "sqlite_busy_timeout_ms", 30_000),
+        pool_size=1,
+    )
+    try:
+        current = migrations.current_revisions(engine)
+    except SQLAlchemyError as error:
+        return f"cannot connect to the database: {describe_error(error)}"
+    finally:
+        engine.dispose()
+    heads = migrations.head_revisions()
+    if current != heads:
+        return (
+            f"the database schema is at revision {sorted(current) or 'none'}, "
+            f"expected {sorted(heads)}; run `prefbudget db upgrade`"
+        )
+    return None
+
+
+def run(
+    args: argparse.Namespace,
+    settings: Any,
+    process: WorkerProcessSettings | None = None,
+) -> int:
+    """Run the worker loop until SIGTERM or SIGINT; return the exit status.
+
+    Returns 1 without starting the loop when the database is unreachable or
+    its schema is not at the head revision. ``process`` defaults to
+    ``WorkerProcessSettings()`` read from the environment.
+    """
     from app.jobs import run_worker
     from app.metrics import start_worker_metrics_server
 
-    process = WorkerProcessSettings()
+    process = process or WorkerProcessSettings()
+    # The check opens an Alembic migration context, which logs two INFO lines
+    # about the dialect. They are of no use to a worker, which runs no migrations.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    problem = check_database(settings)
+    if problem is not None:
+        logger.error("worker.database_not_ready: %s", problem)
+        return 1
+
     metrics_port = getattr(args, "metrics_port", None) or process.worker_metrics_port
     if metrics_port:
         start_worker_metrics_server(process.worker_metrics_host, metrics_port)

@@ -64,6 +64,75 @@ logger = logging.getLogger(__name__)
 # Maximum length of the error text stored on a fit row.
 MAX_ERROR_CHARS = 4000
 
+# Maximum wait in seconds between two failing iterations of a fit loop, unless
+# ``fit_poll_seconds`` is longer.
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def describe_error(error: BaseException) -> str:
+    """Return ``Type: message`` of ``error`` on one line.
+
+    For a SQLAlchemy error the driver's exception is used, so the message is
+    the database's own (``database "x" does not exist``) without SQLAlchemy's
+    statement and documentation link.
+    """
+    cause = getattr(error, "orig", None) or error
+    message = " ".join(str(cause).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+class LoopBackoff:
+    """Wait between iterations of a fit loop: the poll interval, or longer after errors.
+
+    Each failed iteration in a row doubles the wait, starting from twice
+    ``poll_seconds``, up to ``max_seconds``. A successful iteration resets it.
+    Every failure logs one ERROR line naming the error. Only the first failure
+    of a run carries the traceback, and later ones log it at DEBUG.
+    """
+
+    def __init__(
+        self,
+        event_prefix: str,
+        worker_id: str,
+        poll_seconds: float,
+        max_seconds: float = MAX_BACKOFF_SECONDS,
+    ) -> None:
+        self.failures = 0
+        self._event_prefix = event_prefix
+        self._worker_id = worker_id
+        self._poll_seconds = poll_seconds
+        self._max_seconds = max(max_seconds, poll_seconds)
+
+    def succeeded(self) -> float:
+        """Reset the failure count; return the wait before the next iteration."""
+        if self.failures:
+            logger.info(
+                "%s_recovered worker_id=%s failures=%d",
+                self._event_prefix,
+                self._worker_id,
+                self.failures,
+            )
+        self.failures = 0
+        return self._poll_seconds
+
+    def failed(self, error: BaseException) -> float:
+        """Log ``error``; return the wait before the next iteration."""
+        self.failures += 1
+        delay = min(self._poll_seconds * 2**self.failures, self._max_seconds)
+        first = self.failures == 1
+        logger.error(
+            "%s_error worker_id=%s failures=%d error=%s; retrying in %.1f s",
+            self._event_prefix,
+            self._worker_id,
+            self.failures,
+            describe_error(error),
+            delay,
+            exc_info=error if first else None,
+        )
+        if not first:
+            logger.debug("%s_error traceback", self._event_prefix, exc_info=error)
+        return delay
+
 
 def new_worker_id(kind: str = "worker") -> str:
     """Return a worker id naming the host, the process and a random suffix."""
@@ -248,16 +317,20 @@ def worker_loop(
     """Run fits until ``stop_event`` is set, polling every ``fit_poll_seconds``.
 
     Errors of the loop itself (a database that went away) are logged and the
-    loop carries on after the poll interval. A fit being computed when the
-    event is set finishes first.
+    loop carries on after a wait that grows with each failure in a row (see
+    :class:`LoopBackoff`). A fit being computed when the event is set
+    finishes first.
     """
     logger.info("fit.worker_started worker_id=%s", worker_id)
+    backoff = LoopBackoff("fit.worker_loop", worker_id, queue.fit_poll_seconds)
     while not stop_event.is_set():
         try:
             run_pending(factory, queue, worker_id, stop_event=stop_event)
-        except Exception:
-            logger.exception("fit.worker_loop_error worker_id=%s", worker_id)
-        stop_event.wait(queue.fit_poll_seconds)
+        except Exception as error:
+            delay = backoff.failed(error)
+        else:
+            delay = backoff.succeeded()
+        stop_event.wait(delay)
     logger.info("fit.worker_stopped worker_id=%s", worker_id)
 
 
@@ -347,6 +420,9 @@ class InProcessRunner:
             "process" if self._fit_process is not None else "thread",
         )
         compute = self._fit_process.compute if self._fit_process is not None else None
+        backoff = LoopBackoff(
+            "fit.runner_loop", self.worker_id, self._queue.fit_poll_seconds
+        )
         while not self._stop.is_set():
             self._wake.clear()
             try:
@@ -357,9 +433,11 @@ class InProcessRunner:
                     stop_event=self._stop,
                     compute=compute,
                 )
-            except Exception:
-                logger.exception("fit.runner_loop_error worker_id=%s", self.worker_id)
-            self._wake.wait(self._queue.fit_poll_seconds)
+            except Exception as error:
+                delay = backoff.failed(error)
+            else:
+                delay = backoff.succeeded()
+            self._wake.wait(delay)
         logger.info("fit.runner_stopped worker_id=%s", self.worker_id)
 
 

@@ -224,7 +224,7 @@ def measure(
                         zip(names, instance.relevance.tolist(), strict=True)
                     ),
                     "prior": None,
-                    "budget": {"source": 10**12, "target": 0},
+                    "budget": {"source": 10**9, "target": 0},
                 },
             )
             study.raise_for_status()

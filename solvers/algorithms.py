@@ -52,6 +52,7 @@ __all__ = [
     "SolverSettings",
     "joint_ridge",
     "plan_quotas",
+    "rank_candidates",
     "remaining_quotas",
     "run_known_relevance",
     "run_main",
@@ -428,9 +429,16 @@ def _finite_or_none(value: float) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _rank_candidates(
+def rank_candidates(
     settings: SolverSettings, dimension: int, n_tasks: int
 ) -> list[int]:
+    """Return the ranks that rank selection tries for d and M source tasks.
+
+    Raises
+    ------
+    InvalidInputError
+        If a rank in ``settings.rank_candidates`` exceeds ``min(d, M)``.
+    """
     ceiling = min(dimension, n_tasks)
     if settings.rank_candidates is None:
         return list(range(1, min(ceiling, settings.max_rank) + 1))
@@ -453,7 +461,7 @@ def _fit_sources(
     """Fit the sources jointly (eqs. 3.2, 3.10, 3.13), choosing the rank if needed."""
     ceiling = min(dimension, len(tasks))
     if rank is None:
-        candidates = _rank_candidates(settings, dimension, len(tasks))
+        candidates = rank_candidates(settings, dimension, len(tasks))
         selection = select_rank(
             tasks,
             candidates,

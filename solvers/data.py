@@ -40,7 +40,9 @@ class TaskData:
         return int(self.X.shape[1])
 
 
-def check_task(task: TaskData, dimension: int | None = None, *, min_labels: int = 0) -> TaskData:
+def check_task(
+    task: TaskData, dimension: int | None = None, *, min_labels: int = 0
+) -> TaskData:
     """Validate one task and return it with float64 arrays.
 
     Raises
@@ -63,18 +65,22 @@ def check_task(task: TaskData, dimension: int | None = None, *, min_labels: int 
         )
     if dimension is not None and X.shape[1] != dimension:
         raise InvalidInputError(
-            f"task '{task.name}': features have dimension {X.shape[1]}, expected {dimension}"
+            f"task '{task.name}': features have dimension {X.shape[1]}, "
+            f"expected {dimension}"
         )
     if X.shape[0] < min_labels:
         if X.shape[0] == 0:
             raise InsufficientDataError(f"task '{task.name}' has no labels")
         raise InsufficientDataError(
-            f"task '{task.name}' has {X.shape[0]} labels, at least {min_labels} are needed"
+            f"task '{task.name}' has {X.shape[0]} labels, "
+            f"at least {min_labels} are needed"
         )
     if not np.all(np.isfinite(X)):
         raise InvalidInputError(f"task '{task.name}': features contain NaN or infinity")
     if not np.all(np.isfinite(y)) or np.any((y < 0.0) | (y > 1.0)):
-        raise InvalidInputError(f"task '{task.name}': labels must be finite numbers in [0, 1]")
+        raise InvalidInputError(
+            f"task '{task.name}': labels must be finite numbers in [0, 1]"
+        )
     if X is task.X and y is task.y:
         return task
     return TaskData(task.name, X, y)

@@ -93,14 +93,22 @@ def require_api_key(request: Request) -> Principal:
     """Authenticate the bearer key and check its scope against the route.
 
     Raises :class:`Unauthorized` (401) for a missing, unknown or revoked key
-    and :class:`Forbidden` (403) when the key's scope or studies do not cover
-    the route. The principal is also stored as ``request.state.principal``.
+    or more than one ``Authorization`` header, and :class:`Forbidden` (403)
+    when the key's scope or studies do not cover the route. The principal is also stored as ``request.state.principal``.
     """
     auth = _auth_settings(request)
     if auth.auth_disabled:
         request.state.principal = AUTH_DISABLED
         return AUTH_DISABLED
 
+    # With several headers, Starlette's ``headers.get`` returns the first, and a
+    # proxy may have checked a different one, so reject the request instead.
+    if len(request.headers.getlist("authorization")) > 1:
+        raise Unauthorized(
+            "the request has more than one Authorization header; send exactly one "
+            "Authorization header",
+            invalid_token=False,
+        )
     token = parse_bearer(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized(
@@ -146,7 +154,10 @@ API_DEPENDENCIES = [Depends(require_api_key)]
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {
         "model": ProblemDetails,
-        "description": "The API key is missing, unknown or revoked.",
+        "description": (
+            "The API key is missing, unknown or revoked, or the request has "
+            "more than one Authorization header."
+        ),
         "content": {"application/problem+json": {}},
     },
     403: {

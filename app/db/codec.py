@@ -58,12 +58,17 @@ def encode_rows(
     equals ``[encode_array(row) for row in features]`` and
     ``[content_hash(task, blob, label) ...]``, computed from one buffer that
     holds each row's features followed by its label, so the per-row Python
-    work is a slice and one hash update.
+    work is a slice and one hash update. Negative zeros in features and labels
+    are stored and hashed as 0.0.
     """
     count, dimension = features.shape
     record = np.empty((count, dimension + 1), dtype=FLOAT_DTYPE)
     record[:, :dimension] = features
     record[:, dimension] = labels
+    # Adding 0.0 turns -0.0 into 0.0 (IEEE 754, round to nearest) and leaves
+    # every other value as it is, so a row sent with -0.0 stores and hashes
+    # like the same row sent with 0.0.
+    record += 0.0
     buffer = record.tobytes()
     view = memoryview(buffer)
     width = record.itemsize * (dimension + 1)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from app.schemas.common import MAX_ABS_FEATURE
 
@@ -37,6 +37,17 @@ class PolicyContext(BaseModel):
             "decides what the pessimism term penalises."
         ),
     )
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _check_reference(cls, value: Any) -> Any:
+        # Without this check pydantic reports one error per union member.
+        # bool is a subclass of int but is no action index.
+        if value is None or value == "mean":
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError('must be null, "mean" or an action index')
 
 
 class PolicyRequest(BaseModel):
@@ -115,5 +126,10 @@ class PolicyOut(BaseModel):
     stochastic_value: float = Field(
         description="Worst-case value of the stochastic max-min policy."
     )
-    gap: float = Field(description="Duality gap of the max-min solve.")
+    gap: float = Field(
+        description=(
+            "Duality gap of the max-min solve in `pessimistic` mode. The other "
+            "modes solve no max-min problem and report 0."
+        )
+    )
     converged: bool = Field(description="Whether the solve reached its tolerance.")

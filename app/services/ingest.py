@@ -352,7 +352,8 @@ def store_rows(session: Session, study: Study, rows: PreparedRows) -> IngestCoun
     if not rows.indices:
         return IngestCounts()
     blobs, hashes = encode_rows(rows.task_names, rows.features, rows.labels)
-    labels = rows.labels.tolist()
+    # -0.0 becomes 0.0, as in the blobs and hashes from encode_rows.
+    labels = (rows.labels + 0.0).tolist()
     study_id, phase = study.id, study.phase
     for attempt in range(1, INSERT_ATTEMPTS + 1):
         keep, duplicates = _classify(session, study, rows, blobs, hashes)
@@ -468,6 +469,16 @@ def _store_batch(
     return counts
 
 
+# Pydantic error types of a label outside [0, 1]. They get the same reason as
+# the Parquet import, so every ingest path words this error alike.
+LABEL_RANGE_ERRORS = frozenset({"greater_than_equal", "less_than_equal"})
+
+
+def label_range_reason(value: float) -> str:
+    """Return the error reason for a finite label outside [0, 1]."""
+    return f"must be in [0, 1], got {float(value)!r}"
+
+
 def schema_field_errors(
     exc: ValidationError,
     *,
@@ -492,7 +503,10 @@ def schema_field_errors(
         else:
             index = None
         field_name = ".".join(str(part) for part in location) or "body"
-        converted.append(FieldError(index, field_name, error["msg"]))
+        reason = error["msg"]
+        if field_name == "label" and error["type"] in LABEL_RANGE_ERRORS:
+            reason = label_range_reason(error["input"])
+        converted.append(FieldError(index, field_name, reason))
     return converted
 
 
@@ -636,6 +650,8 @@ def _parquet_chunks(
                 None, "features", "missing column: give features, or first and second"
             )
         )
+    if not column_errors:
+        column_errors = _parquet_type_errors(parquet_file.schema_arrow)
     if column_errors:
         raise ValidationProblem("the Parquet file has the wrong columns", column_errors)
 
@@ -643,6 +659,56 @@ def _parquet_chunks(
     for batch in parquet_file.iter_batches(batch_size=chunk_rows):
         yield batch.num_rows, _prepare_arrow_batch(study, batch, start, errors)
         start += batch.num_rows
+
+
+def _is_arrow_string(data_type: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+
+
+def _is_arrow_number(data_type: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_floating(data_type) or pa.types.is_integer(data_type)
+
+
+def _parquet_type_errors(schema: Any) -> list[FieldError]:
+    """Check the column types of a Parquet file, as the JSON schema checks values.
+
+    ``id`` and ``task`` take strings (dictionary-encoded strings too), ``label``
+    takes floating or integer numbers, and ``features``, ``first`` and
+    ``second`` take lists of them. A column of nulls only (arrow type ``null``)
+    is accepted and reported row by row as missing, or stored without an id.
+    """
+    import pyarrow as pa
+
+    list_types = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    errors: list[FieldError] = []
+    for name in schema.names:
+        data_type = schema.field(name).type
+        if pa.types.is_null(data_type):
+            continue
+        if name in ("id", "task"):
+            valid = _is_arrow_string(data_type)
+            expected = "strings"
+        elif name == "label":
+            valid = _is_arrow_number(data_type)
+            expected = "floating or integer numbers"
+        else:
+            valid = any(check(data_type) for check in list_types) and _is_arrow_number(
+                data_type.value_type
+            )
+            expected = "lists of floating or integer numbers"
+        if not valid:
+            errors.append(
+                FieldError(
+                    None, name, f"column must contain {expected}, got {data_type}"
+                )
+            )
+    return errors
 
 
 def _arrow_vectors(
@@ -735,7 +801,7 @@ def _prepare_arrow_batch(
             reason = (
                 "missing or NaN"
                 if np.isnan(value)
-                else f"must be in [0, 1], got {value}"
+                else label_range_reason(value)
             )
             errors.add(start + int(row), "label", reason)
         bad |= out_of_range

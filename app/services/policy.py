@@ -215,6 +215,8 @@ def decide(session: Session, study: Study, request: PolicyRequest) -> PolicyOut:
         decisions=decisions,
         value=float(result.value),
         stochastic_value=float(result.stochastic_value),
-        gap=float(result.gap),
+        # Only the pessimistic mode solves a max-min problem, so the solver's gap
+        # in the other modes is no duality gap and the response reports 0.
+        gap=float(result.gap) if request.mode == "pessimistic" else 0.0,
         converged=bool(result.converged),
     )

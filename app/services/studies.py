@@ -29,7 +29,7 @@ from app.schemas.studies import (
     StudyPage,
     TaskOut,
 )
-from solvers.algorithms import SolverSettings
+from solvers.algorithms import SolverSettings, rank_candidates
 from solvers.allocation import active_sample
 from solvers.errors import InvalidInputError
 
@@ -323,8 +323,31 @@ def check_study_create(body: StudyCreate) -> list[FieldError]:
             errors.extend(weight_errors)
         errors.extend(_check_active_budget(body, weight_errors))
 
-    errors.extend(validate_settings(body.settings))
+    settings_errors = validate_settings(body.settings)
+    errors.extend(settings_errors)
+    if body.rank is None and not settings_errors and len(sources) > 0:
+        errors.extend(_check_rank_candidates(body))
     return errors
+
+
+def _check_rank_candidates(body: StudyCreate) -> list[FieldError]:
+    """Check ``settings.rank_candidates`` with the rule the solver applies.
+
+    The solver tries these ranks only when the study has no fixed rank, and
+    ``max_rank`` only caps the default candidates, so it cannot make a fit fail.
+    """
+    overrides = {
+        key: value
+        for key, value in body.settings.items()
+        if key not in SERVICE_SETTINGS
+    }
+    settings = SolverSettings.from_mapping(overrides)
+    try:
+        # The solver's own rule, so the creation check cannot drift from it.
+        rank_candidates(settings, body.dimension, len(body.source_tasks))
+    except InvalidInputError as exc:
+        return [FieldError(None, "settings.rank_candidates", str(exc))]
+    return []
 
 
 def create_study(session: Session, body: StudyCreate) -> Study:

@@ -1,4 +1,4 @@
-"""The JSON fast path accepts only bodies the validating path accepts, with equal values."""
+"""The JSON fast path accepts only what the validating path accepts, equally."""
 
 from __future__ import annotations
 

@@ -360,3 +360,106 @@ def test_batch_with_json_content_type_is_stored(client, make_study, content_type
 
     assert response.status_code == 200, response.text
     assert response.json() == {"inserted": 1, "duplicates": 0}
+
+
+# Negative zero ------------------------------------------------------------------
+
+# The batch endpoint takes its fast path for uniform rows. A batch that mixes
+# feature rows with first/second rows goes through the validating path.
+PAIR_ROW = {"task": "b", "first": [1, 2, 3, 4], "second": [0, 0, 0, 0], "label": 1}
+
+
+def _send_negative_zero(client, study_id, path, row):
+    if path == "batch_fast":
+        return _post(client, study_id, [row])
+    if path == "batch_validating":
+        return _post(client, study_id, [row, PAIR_ROW])
+    if path == "jsonl":
+        return _import(client, study_id, _jsonl([row]), NDJSON)
+    columns = {key: [value] for key, value in row.items()}
+    return _import(client, study_id, _parquet(columns), PARQUET)
+
+
+@pytest.mark.parametrize("path", ["batch_fast", "batch_validating", "jsonl", "parquet"])
+def test_negative_zero_replays_positive_zero(client, make_study, path):
+    study = make_study(client)
+    positive = _row(id="z0", features=[0.0, 2.0, 3.0, 4.0], label=0.0)
+    negative = _row(id="z0", features=[-0.0, 2.0, 3.0, 4.0], label=-0.0)
+    first = _post(client, study["id"], [positive])
+    assert first.status_code == 200, first.text
+
+    response = _send_negative_zero(client, study["id"], path, negative)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["duplicates"] == 1
+    stored = _stored(client, study["id"])
+    assert stored[0]["features"] == [0.0, 2.0, 3.0, 4.0]
+    assert json.dumps(stored[0]["features"][0]) == "0.0"
+
+
+def test_negative_zero_is_stored_as_zero(client, make_study):
+    study = make_study(client)
+
+    response = _post(client, study["id"], [_row(features=[-0.0, 1, 2, 3], label=-0.0)])
+
+    assert response.status_code == 200, response.text
+    item = _stored(client, study["id"])[0]
+    assert json.dumps(item["features"][0]) == "0.0"
+    assert json.dumps(item["label"]) == "0.0"
+
+
+# Parquet column types ----------------------------------------------------------
+
+FEATURES = [[0.0, 1.0, 2.0, 3.0]]
+WRONG_PARQUET_TYPES = [
+    ("id", {"id": pa.array([5], pa.int64())}),
+    ("task", {"task": pa.array([1], pa.int64())}),
+    ("label", {"label": pa.array(["1"], pa.string())}),
+    ("label", {"label": pa.array([True], pa.bool_())}),
+    ("features", {"features": pa.array([["0", "1", "2", "3"]])}),
+    ("features", {"features": pa.array([1.0], pa.float64())}),
+]
+
+
+@pytest.mark.parametrize(("field", "override"), WRONG_PARQUET_TYPES)
+def test_parquet_wrong_column_type_is_422(client, make_study, field, override):
+    study = make_study(client)
+    columns = {"id": ["r0"], "task": ["a"], "features": FEATURES, "label": [1.0]}
+    columns.update(override)
+
+    response = _import(client, study["id"], _parquet(columns), PARQUET)
+
+    assert response.status_code == 422, response.text
+    errors = _errors(response)
+    assert list(errors) == [(None, field)]
+    assert errors[(None, field)].startswith("column must contain")
+    assert _stored(client, study["id"]) == []
+
+
+def test_parquet_dictionary_task_is_stored(client, make_study):
+    study = make_study(client)
+    tasks = pa.array(["a", "b"]).dictionary_encode()
+    columns = {"task": tasks, "features": FEATURES * 2, "label": [1.0, 0.0]}
+
+    response = _import(client, study["id"], _parquet(columns), PARQUET)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"inserted": 2, "duplicates": 0}
+
+
+@pytest.mark.parametrize("path", ["batch", "jsonl", "parquet"])
+def test_label_out_of_range_reason_matches(client, make_study, path):
+    study = make_study(client)
+    rows = [_row(label=1.5), _row(label=-0.5)]
+    if path == "batch":
+        response = _post(client, study["id"], rows)
+    elif path == "jsonl":
+        response = _import(client, study["id"], _jsonl(rows), NDJSON)
+    else:
+        columns = {key: [row[key] for row in rows] for key in rows[0]}
+        response = _import(client, study["id"], _parquet(columns), PARQUET)
+
+    assert response.status_code == 422, response.text
+    errors = _errors(response)
+    assert errors[(0, "label")] == "must be in [0, 1], got 1.5"
+    assert errors[(1, "label")] == "must be in [0, 1], got -0.5"

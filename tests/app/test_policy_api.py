@@ -115,6 +115,10 @@ def test_policy_matches_solver_on_stored_model(client, fitted_study, mode):
     )
     for decision in body["decisions"]:
         assert decision["lower_bound"] <= decision["estimate"] + 1e-12
+    if mode == "pessimistic":
+        assert body["gap"] == pytest.approx(expected.gap)
+    else:
+        assert body["gap"] == 0.0
 
 
 def test_policy_radius_override_zero_is_greedy(client, fitted_study):
@@ -182,6 +186,24 @@ def test_policy_rejects_empty_contexts_and_bad_mode(client, fitted_study):
     assert bad_mode.status_code == 422
     assert bad_reference.status_code == 422
     assert boolean_reference.status_code == 422
+
+
+@pytest.mark.parametrize("reference", [True, "Mean", 1.5, [0], {"index": 0}])
+def test_policy_bad_reference_is_one_error(client, fitted_study, reference):
+    url = f"/v1/studies/{fitted_study['id']}/policy"
+    context = {"actions": [[0.0] * 4, [1.0] * 4], "reference": reference}
+
+    response = client.post(url, json={"contexts": [context, context]})
+
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["detail"].startswith("2 invalid value(s)")
+    assert [error["field"] for error in body["errors"]] == [
+        "contexts.0.reference",
+        "contexts.1.reference",
+    ]
+    for error in body["errors"]:
+        assert error["reason"] == 'must be null, "mean" or an action index'
 
 
 def test_policy_rejects_non_finite_features(client, fitted_study):

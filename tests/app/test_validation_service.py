@@ -818,3 +818,52 @@ def test_openapi_info_and_route_texts(client, settings):
     limit = next(p for p in export["parameters"] if p["name"] == "limit")
     assert str(settings.export_default_limit) in limit["description"]
     assert str(settings.export_max_limit) in limit["description"]
+
+
+# Solver settings checked against the study --------------------------------------
+
+SMALL_STUDY = {
+    "name": "small study",
+    "dimension": 2,
+    "source_tasks": ["a", "b"],
+    "target_task": "t",
+    "relevance": None,
+    "prior": None,
+    "budget": {"source": 20, "target": 4, "pilot_source": 10, "pilot_target": 4},
+}
+
+
+@pytest.mark.parametrize("relevance", [None, {"a": 1.0, "b": 1.0}])
+def test_rank_candidate_over_ceiling_is_422(client, relevance):
+    body = {**SMALL_STUDY, "relevance": relevance, "rank": None}
+    if relevance is not None:
+        body["budget"] = {"source": 20, "target": 4}
+    body["settings"] = {"rank_candidates": [1, 99]}
+
+    response = client.post("/v1/studies", json=body)
+
+    assert response.status_code == 422, response.text
+    reason = errors_of(response)["settings.rank_candidates"]
+    assert "[99]" in reason
+    assert "min(d, M) = 2" in reason
+
+
+def test_rank_candidates_within_ceiling_are_accepted(client):
+    body = {**SMALL_STUDY, "rank": None, "settings": {"rank_candidates": [1, 2]}}
+
+    response = client.post("/v1/studies", json=body)
+
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"max_rank": 1}, {"rank_candidates": [99]}, {"max_rank": 99}]
+)
+def test_fixed_rank_ignores_rank_selection_settings(client, overrides):
+    # The solver reads max_rank and rank_candidates only to choose a rank,
+    # so a study with a fixed rank cannot fail on them.
+    body = {**SMALL_STUDY, "rank": 2, "settings": overrides}
+
+    response = client.post("/v1/studies", json=body)
+
+    assert response.status_code == 201, response.text

@@ -90,6 +90,17 @@ def test_other_scheme_is_401(anonymous) -> None:
     assert_problem(response, 401)
 
 
+def test_two_authorization_headers_are_401(anonymous) -> None:
+    admin = ("Authorization", f"Bearer {TEST_ADMIN_KEY}")
+    other = ("Authorization", "Bearer pbk_not-a-real-key")
+
+    for headers in ([admin, other], [other, admin], [admin, admin]):
+        response = anonymous.get("/v1/studies", headers=headers)
+
+        body = assert_problem(response, 401)
+        assert "exactly one Authorization header" in body["detail"]
+
+
 def test_401_does_not_reveal_study_existence(anonymous, client, make_study) -> None:
     study = make_study(client)
 

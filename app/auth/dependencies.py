@@ -94,7 +94,8 @@ def require_api_key(request: Request) -> Principal:
 
     Raises :class:`Unauthorized` (401) for a missing, unknown or revoked key
     or more than one ``Authorization`` header, and :class:`Forbidden` (403)
-    when the key's scope or studies do not cover the route. The principal is also stored as ``request.state.principal``.
+    when the key's scope or studies do not cover the route. The principal is
+    also stored as ``request.state.principal``.
     """
     auth = _auth_settings(request)
     if auth.auth_disabled:

@@ -64,6 +64,9 @@ def _bootstrap_admin_key() -> Iterator[None]:
 def _postgres_admin_url() -> str:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
+        # CI sets PREFBUDGET_REQUIRE_POSTGRES so that a lost URL fails the run.
+        if os.environ.get("PREFBUDGET_REQUIRE_POSTGRES"):
+            pytest.fail(f"{POSTGRES_ENV} is not set but PREFBUDGET_REQUIRE_POSTGRES is")
         pytest.skip(f"{POSTGRES_ENV} is not set")
     return url
 

@@ -360,8 +360,8 @@ def plan_quotas(total: int, relevance: ArrayLike) -> np.ndarray:
 
 def remaining_quotas(quotas: ArrayLike, collected: ArrayLike) -> np.ndarray:
     """Return how many labels each task still needs: ``max(quotas - collected, 0)``."""
-    planned = np.asarray(quotas, dtype=np.int64)
-    have = np.asarray(collected, dtype=np.int64)
+    planned = _as_count_vector(quotas, "quotas")
+    have = _as_count_vector(collected, "collected")
     if planned.shape != have.shape or planned.ndim != 1:
         raise InvalidInputError(
             f"quotas and collected counts must be vectors of one length, got "
@@ -370,6 +370,30 @@ def remaining_quotas(quotas: ArrayLike, collected: ArrayLike) -> np.ndarray:
     if np.any(planned < 0) or np.any(have < 0):
         raise InvalidInputError("quotas and collected counts must be non-negative")
     return np.maximum(planned - have, 0)
+
+
+def _as_count_vector(values: ArrayLike, name: str) -> np.ndarray:
+    """Return ``values`` as int64 or raise InvalidInputError naming ``name``."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise ValueError("entries must be finite whole numbers")
+        return np.asarray(values, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise InvalidInputError(
+            f"{name} must contain whole label counts: {error}"
+        ) from None
+
+
+def _check_planned_labels(value: Any, name: str) -> int | None:
+    """Return a planned phase-2 label count as a positive int, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise InvalidInputError(f"{name} must be at least 1, got {value}")
+    return int(value)
 
 
 # ---------------------------------------------------------------------------
@@ -678,8 +702,8 @@ def run_pilot(
         Rank of the joint fit; None selects it by held-out likelihood.
     settings : SolverSettings, mapping or None
     planned_source_labels, planned_target_labels : int, optional
-        Phase-2 budgets ``N_s`` and ``n``, used only for the smallest ridge
-        weight of Lambda.
+        Phase-2 budgets ``N_s`` and ``n``, positive integers (not bool), used
+        only for the smallest ridge weight of Lambda.
 
     Returns
     -------
@@ -693,6 +717,12 @@ def run_pilot(
         If shapes disagree, values are invalid, or the prior is all zero.
     """
     settings = _as_settings(settings)
+    planned_source_labels = _check_planned_labels(
+        planned_source_labels, "planned_source_labels"
+    )
+    planned_target_labels = _check_planned_labels(
+        planned_target_labels, "planned_target_labels"
+    )
     tasks, dimension = _check_sources(sources)
     names = [task.name for task in tasks]
     target = _check_target(target, dimension, names)
@@ -727,12 +757,10 @@ def run_pilot(
     if planned_source_labels is not None:
         # N_s labels over M tasks: the rule only needs the total.
         planned = np.zeros(len(tasks), dtype=np.int64)
-        planned[0] = max(int(planned_source_labels), 1)
+        planned[0] = planned_source_labels
         ridges["main_joint"] = joint_ridge(settings, planned)
     if planned_target_labels is not None:
-        ridges["main_target"] = single_task_ridge(
-            settings, max(int(planned_target_labels), 1)
-        )
+        ridges["main_target"] = single_task_ridge(settings, planned_target_labels)
     curvature_ridge = min(ridges.values())
     curvature = curvature_matrix(tasks, fit.thetas, curvature_ridge)
 

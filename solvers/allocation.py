@@ -9,6 +9,7 @@ each to the tasks with the largest fractional parts.
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 
 import numpy as np
@@ -21,6 +22,10 @@ logger = logging.getLogger(__name__)
 # Totals above 2**53 cannot be multiplied by a float share without losing
 # whole labels, so the float rounding in active_sample would no longer be exact.
 MAX_TOTAL = 2**53
+
+# Largest remaining need per task that split_batch accepts, so every count it
+# returns fits in int64 with room to spare.
+MAX_REMAINING = 2**62
 
 
 def _check_count(value: object, name: str, *, maximum: int | None = None) -> int:
@@ -92,7 +97,11 @@ def active_sample(total: int, relevance: ArrayLike) -> np.ndarray:
     n_tasks = weights.size
 
     # Exact shares of eq. 3.1. The formula is 0/0 at nu = 0, which is defined
-    # as the uniform split of the whole budget.
+    # as the uniform split of the whole budget. Dividing by max |nu_m| first
+    # keeps the l1 norm finite for entries near the float64 maximum.
+    largest = float(weights.max())
+    if largest > 0.0:
+        weights = weights / largest
     l1 = float(weights.sum())
     if l1 > 0.0:
         shares = weights / (2.0 * l1) + 1.0 / (2.0 * n_tasks)
@@ -128,9 +137,13 @@ def split_batch(batch: int, remaining: ArrayLike) -> np.ndarray:
     Parameters
     ----------
     batch : int
-        Number of labels to hand out, non-negative.
+        Number of labels to hand out, non-negative. Any size is accepted
+        because the arithmetic uses Python integers.
     remaining : array-like of shape (M,)
-        Labels each task still needs: non-negative whole numbers.
+        Labels each task still needs: non-negative whole numbers of at most
+        ``MAX_REMAINING = 2**62``. Python or numpy integers are used exactly.
+        Floats must be whole, and floats above ``2**53`` may already have
+        been rounded by the caller.
 
     Returns
     -------
@@ -142,28 +155,66 @@ def split_batch(batch: int, remaining: ArrayLike) -> np.ndarray:
     ------
     InvalidInputError
         If ``batch`` is negative or not an integer, or ``remaining`` is empty,
-        not one-dimensional, or has a negative, fractional, NaN or infinite
-        entry.
+        not one-dimensional, or has a negative, fractional, NaN, infinite or
+        boolean entry or one above ``MAX_REMAINING``.
     """
     batch = _check_count(batch, "batch")
-    need_values = _check_vector(remaining, "remaining")
-    if np.any(need_values < 0) or np.any(need_values != np.round(need_values)):
-        raise InvalidInputError("remaining must contain non-negative whole numbers")
-    need = [int(value) for value in need_values]
+    need = _check_whole_numbers(remaining, "remaining", maximum=MAX_REMAINING)
     total_need = sum(need)
     if batch >= total_need:
         return np.asarray(need, dtype=np.int64)
 
-    # Python integers keep batch * r_m exact for any size, and the floor of each
-    # share is at most r_m because batch < sum(r).
-    floors = np.array([batch * r // total_need for r in need], dtype=np.int64)
-    remainders = np.array([batch * r % total_need for r in need], dtype=np.float64)
-    leftover = batch - int(floors.sum())
+    # Python integers keep batch * r_m and the remainders exact for any size,
+    # and the floor of each share is at most r_m because batch < sum(r).
+    floors = [batch * r // total_need for r in need]
+    remainders = [batch * r % total_need for r in need]
+    leftover = batch - sum(floors)
     # The leftover equals (sum of remainders) / total_need, which is smaller than
     # the number of tasks with a positive remainder, so no task goes over r_m.
-    return _largest_remainder(
-        floors, remainders, leftover, np.asarray(need_values, dtype=np.float64)
-    )
+    # Ties in the remainder go to the larger need, then to the lower index.
+    order = sorted(range(len(need)), key=lambda m: (-remainders[m], -need[m], m))
+    for m in order[:leftover]:
+        floors[m] += 1
+    return np.asarray(floors, dtype=np.int64)
+
+
+def _check_whole_numbers(values: ArrayLike, name: str, *, maximum: int) -> list[int]:
+    """Return a non-empty 1-D sequence of whole numbers as exact Python ints."""
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(
+            f"{name} must be an array of numbers: {error}"
+        ) from None
+    if array.ndim != 1:
+        raise InvalidInputError(
+            f"{name} must be a one-dimensional array, got shape {array.shape}"
+        )
+    if array.size == 0:
+        raise InvalidInputError(f"{name} must contain at least one task")
+    counts = []
+    for item in array.tolist():
+        if isinstance(item, bool) or not isinstance(item, numbers.Real):
+            raise InvalidInputError(
+                f"{name} must contain non-negative whole numbers, got {item!r}"
+            )
+        if not isinstance(item, numbers.Integral) and not (
+            math.isfinite(item) and float(item).is_integer()
+        ):
+            raise InvalidInputError(
+                f"{name} must contain non-negative whole numbers, got {item!r}"
+            )
+        count = int(item)
+        if count < 0:
+            raise InvalidInputError(
+                f"{name} must contain non-negative whole numbers, got {count}"
+            )
+        if count > maximum:
+            raise InvalidInputError(
+                f"{name} entries must be at most {maximum}, got {count}"
+            )
+        counts.append(count)
+    return counts
 
 
 def _check_vector(values: ArrayLike, name: str) -> np.ndarray:

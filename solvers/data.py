@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from solvers.errors import InsufficientDataError, InvalidInputError
+
+# Largest accepted |feature|. With |x| <= 1e100 a product of two features is at
+# most 1e200, so sums of n such products (||X||_F^2, the Hessian X^T W X with
+# weights <= 1/4) stay below the float64 maximum of about 1.8e308 for any
+# n * d up to about 1e108. Larger entries overflow those sums to infinity.
+MAX_ABS_FEATURE = 1e100
+
+
+def _as_real_array(values: object, task: str, array_name: str) -> np.ndarray:
+    """Convert ``values`` to a float64 array, raising InvalidInputError if it fails."""
+    try:
+        raw = np.asarray(values)
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(
+            f"task '{task}': {array_name} must be a rectangular numeric array ({error})"
+        ) from error
+    if raw.dtype == object or not (
+        np.issubdtype(raw.dtype, np.number) or raw.dtype == np.bool_
+    ):
+        raise InvalidInputError(
+            f"task '{task}': {array_name} must be numeric, got dtype {raw.dtype}"
+        )
+    if np.iscomplexobj(raw):
+        raise InvalidInputError(
+            f"task '{task}': {array_name} must be real, got dtype {raw.dtype}"
+        )
+    return np.asarray(raw, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -48,13 +75,19 @@ def check_task(
     Raises
     ------
     InvalidInputError
-        If the shapes disagree, an entry is NaN or infinite, or a label lies
-        outside [0, 1].
+        If the name is not a string, or an array is ragged, non-numeric or
+        complex. Also if the shapes disagree, the features have no column, an
+        entry is NaN or infinite, a feature exceeds ``MAX_ABS_FEATURE`` in
+        magnitude, or a label lies outside [0, 1].
     InsufficientDataError
         If the task has fewer than ``min_labels`` comparisons.
     """
-    X = np.asarray(task.X, dtype=np.float64)
-    y = np.asarray(task.y, dtype=np.float64)
+    if not isinstance(task.name, str):
+        raise InvalidInputError(
+            f"task name must be a string, got {type(task.name).__name__} {task.name!r}"
+        )
+    X = _as_real_array(task.X, task.name, "features")
+    y = _as_real_array(task.y, task.name, "labels")
     if X.ndim != 2:
         raise InvalidInputError(
             f"task '{task.name}': features must be a 2-D array, got shape {X.shape}"
@@ -62,6 +95,11 @@ def check_task(
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
         raise InvalidInputError(
             f"task '{task.name}': expected {X.shape[0]} labels, got shape {y.shape}"
+        )
+    if X.shape[1] == 0:
+        raise InvalidInputError(
+            f"task '{task.name}': features must have at least one column, "
+            f"got shape {X.shape}"
         )
     if dimension is not None and X.shape[1] != dimension:
         raise InvalidInputError(
@@ -77,6 +115,11 @@ def check_task(
         )
     if not np.all(np.isfinite(X)):
         raise InvalidInputError(f"task '{task.name}': features contain NaN or infinity")
+    if X.size and np.max(np.abs(X)) > MAX_ABS_FEATURE:
+        raise InvalidInputError(
+            f"task '{task.name}': feature magnitudes must be at most "
+            f"{MAX_ABS_FEATURE:g}, got {np.max(np.abs(X)):.3g}; rescale the features"
+        )
     if not np.all(np.isfinite(y)) or np.any((y < 0.0) | (y > 1.0)):
         raise InvalidInputError(
             f"task '{task.name}': labels must be finite numbers in [0, 1]"
@@ -87,17 +130,39 @@ def check_task(
 
 
 def check_tasks(
-    tasks: Sequence[TaskData], *, min_labels: int = 0
+    tasks: Iterable[TaskData], *, min_labels: int = 0
 ) -> tuple[list[TaskData], int]:
-    """Validate a non-empty list of tasks that share one dimension.
+    """Validate a non-empty collection of tasks that share one dimension.
 
-    Returns the validated tasks and their common dimension d.
+    ``tasks`` may be any iterable, including a generator, and is read once.
+    Returns the validated tasks as a list and their common dimension d.
     """
+    try:
+        tasks = list(tasks)
+    except TypeError as error:
+        raise InvalidInputError(
+            f"tasks must be an iterable of TaskData, got {type(tasks).__name__}"
+        ) from error
     if len(tasks) == 0:
         raise InvalidInputError("at least one task is required")
+    for index, task in enumerate(tasks):
+        if not isinstance(task, TaskData):
+            raise InvalidInputError(
+                f"tasks[{index}] must be a TaskData, got {type(task).__name__}"
+            )
+        if not isinstance(task.name, str):
+            raise InvalidInputError(
+                f"tasks[{index}]: task name must be a string, got "
+                f"{type(task.name).__name__} {task.name!r}"
+            )
+    # The first task fixes the dimension. Checking it alone first turns a
+    # ragged or non-numeric first task into an InvalidInputError naming it.
+    first = check_task(tasks[0], min_labels=min_labels)
     names = [task.name for task in tasks]
     if len(set(names)) != len(names):
         raise InvalidInputError(f"task names must be unique, got {names}")
-    dimension = np.asarray(tasks[0].X).shape[-1]
-    checked = [check_task(task, dimension, min_labels=min_labels) for task in tasks]
+    dimension = first.dimension
+    checked = [first] + [
+        check_task(task, dimension, min_labels=min_labels) for task in tasks[1:]
+    ]
     return checked, int(dimension)

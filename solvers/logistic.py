@@ -25,7 +25,8 @@ from solvers.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-# With ridge 0 an iterate whose norm passes this bound is taken as diverging: the
+# With ridge 0 an iterate is taken as diverging once ||w|| times the RMS feature
+# entry passes this bound, a logit scale no fit of real data reaches. The
 # likelihood then has no maximiser (the labels are separable, or nearly so).
 _DIVERGENCE_NORM = 1e6
 
@@ -146,7 +147,10 @@ class LogisticFit:
         Whether ``gradient_norm <= tol``.
     gradient_norm : float
         Euclidean norm of the objective's gradient (with respect to ``w`` when a
-        basis was given) divided by the label count ``n``.
+        basis was given) divided by the label count ``n`` and by the RMS entry
+        of the features (of ``X U`` with a basis). The division makes it, and
+        so the stopping test, invariant when the features are multiplied by a
+        constant.
     message : str
         Why the iteration stopped.
     """
@@ -184,10 +188,17 @@ def _newton_logistic(
 
     Inputs are trusted (validated by the caller). Damped Newton: the step solves
     ``(H + delta I) p = -g`` with ``delta = 0`` unless the Cholesky factorisation
-    fails, followed by Armijo backtracking. ``gradient_norm`` is ``||g|| / n``.
+    fails, followed by Armijo backtracking. ``gradient_norm`` is
+    ``||g|| / (n * rms(Z))``.
     """
     n, k = Z.shape
-    scale = max(n, 1)
+    # Multiplying Z by c multiplies the gradient by c at the correspondingly
+    # rescaled w, so dividing by the RMS entry makes the stopping test
+    # scale-free. All-zero features leave only the penalty term, measured as is.
+    feature_rms = float(np.linalg.norm(Z)) / np.sqrt(max(Z.size, 1))
+    if feature_rms == 0.0:
+        feature_rms = 1.0
+    scale = max(n, 1) * feature_rms
     hard_labels = bool(np.all((y == 0.0) | (y == 1.0)))
     signs = 2.0 * y - 1.0
     w = np.array(w0, dtype=np.float64)
@@ -215,7 +226,7 @@ def _newton_logistic(
                     "(use ridge > 0)"
                 )
                 break
-            if np.linalg.norm(w) > _DIVERGENCE_NORM:
+            if np.linalg.norm(w) * feature_rms > _DIVERGENCE_NORM:
                 message = (
                     f"estimate for task '{task}' diverges with ridge 0 (the labels are "
                     "nearly separable); returning the last iterate (use ridge > 0)"
@@ -230,7 +241,10 @@ def _newton_logistic(
         hessian = (Z.T * (p * (1.0 - p))) @ Z
         hessian[np.diag_indices(k)] += 2.0 * penalty
         delta = 0.0
-        reference = max(float(np.trace(hessian)) / max(k, 1), 1e-12)
+        # The floor is the smallest normal float, not a fixed scale, so that
+        # tiny features are damped in proportion. A zero trace means zero
+        # features and penalty, so the gradient is 0 and the loop has ended.
+        reference = max(float(np.trace(hessian)) / max(k, 1), np.finfo(np.float64).tiny)
         step = -gradient / reference
         for _ in range(12):
             try:
@@ -313,7 +327,9 @@ def fit_ridge_logistic(
     theta0 : array-like of shape (d,), optional
         Starting point (projected onto the basis when one is given). Default 0.
     tol : float, default=1e-8
-        Stop when the gradient norm divided by ``n`` is at most ``tol``.
+        Stop when the gradient norm divided by ``n`` and by the RMS feature
+        entry is at most ``tol``, so rescaling ``X`` by a constant rescales
+        the returned theta by its inverse (exactly so for ``ridge = 0``).
     max_iter : int, default=200
         Maximum number of Newton iterations.
     task : str, default="target"

@@ -29,14 +29,18 @@ used in place, never concatenated or copied (other dtypes are converted once by
 Convergence is measured by the Riemannian gradient on the manifold of rank-k
 matrices: with ``G = grad F(Theta)``, Q an orthonormal basis of the column space
 and V of the row space of Theta, ``P(G) = Q Q^T G + (I - Q Q^T) G V V^T``, and
-``gradient_norm = ||P(G)||_F / N`` with N the total label count. It is zero
-exactly at the stationary points of F on that manifold.
+``gradient_norm = ||P(G)||_F / (N s)`` with N the total label count and s the
+RMS feature entry (estimated from the preconditioner's row subsample). It is
+zero exactly at the stationary points of F on that manifold. Dividing by s
+makes the stopping test invariant when all features are multiplied by a
+constant (F is then the same function of the rescaled Theta if ridge is
+rescaled by the constant's inverse square).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,7 +97,8 @@ class LowRankFit:
         Whether ``gradient_norm <= tol``.
     gradient_norm : float
         Frobenius norm of the Riemannian gradient of F on the rank-``rank``
-        manifold, divided by the total label count (see the module docstring).
+        manifold, divided by the total label count and the RMS feature entry
+        (see the module docstring).
     message : str
         Why the iteration stopped.
     task_names : list of str
@@ -230,14 +235,17 @@ def _inverse_factor(factor: np.ndarray) -> np.ndarray:
     return np.tril(inverse)
 
 
-def _hessian_factor(tasks: list[TaskData], ridge: float, d: int) -> np.ndarray:
+def _hessian_factor(
+    tasks: list[TaskData], ridge: float, d: int
+) -> tuple[np.ndarray, float]:
     """Cholesky factor L of a per-label Hessian estimate ``E[x x^T] / 4 + 2 ridge I``.
 
     The second moment comes from an evenly strided subsample of about
     ``_PRECONDITIONER_ROWS_PER_FEATURE * d`` rows (slices are views, so no task
     matrix is copied); 1/4 is the logistic curvature at logit 0. The diagonal
     is floored at 1e-8 of its mean so that L stays well defined when features
-    are collinear.
+    are collinear. Also returns the RMS feature entry ``sqrt(trace E[x x^T] / d)``
+    of the subsample, or 1.0 when every sampled feature is 0.
     """
     total = sum(task.n for task in tasks)
     stride = max(1, total // (_PRECONDITIONER_ROWS_PER_FEATURE * d))
@@ -247,10 +255,14 @@ def _hessian_factor(tasks: list[TaskData], ridge: float, d: int) -> np.ndarray:
         sample = task.X[::stride]
         moment += sample.T @ sample
         rows += sample.shape[0]
-    hessian = 0.25 * moment / max(rows, 1)
+    second_moment = moment / max(rows, 1)
+    feature_rms = float(np.sqrt(np.trace(second_moment) / d))
+    if feature_rms == 0.0:
+        feature_rms = 1.0
+    hessian = 0.25 * second_moment
     floor = max(2.0 * ridge, 1e-8 * float(np.trace(hessian)) / d, 1e-300)
     hessian[np.diag_indices(d)] += floor
-    return np.linalg.cholesky(hessian)
+    return np.linalg.cholesky(hessian), feature_rms
 
 
 # ---------------------------------------------------------------------------
@@ -334,9 +346,9 @@ class _Profile:
 
 
 def _riemannian_gradient_norm(
-    Q: np.ndarray, W: np.ndarray, G: np.ndarray, total: int
+    Q: np.ndarray, W: np.ndarray, G: np.ndarray, total: float
 ) -> float:
-    """Norm of the projection of G onto the tangent space at Theta = Q W, over N."""
+    """Norm of the projection of G onto the tangent space at Theta = Q W, over total."""
     _, _, Vt = np.linalg.svd(W, full_matrices=False)
     in_span = Q.T @ G
     outside = G - Q @ in_span
@@ -374,6 +386,12 @@ def _is_positive_integer(value: object) -> bool:
     return isinstance(value, (float, np.floating)) and value.is_integer() and value >= 1
 
 
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
 def _validate_common(ridge: float, tol: float, max_iter: int) -> None:
     if not np.isscalar(ridge) or not np.isfinite(ridge) or ridge <= 0:
         raise InvalidInputError(
@@ -395,6 +413,7 @@ def _initial_basis(
     d: int,
     k: int,
     factor: np.ndarray,
+    feature_rms: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return a starting basis (d, k) and per-task estimates to warm-start from."""
     zeros = np.zeros((d, len(tasks)))
@@ -406,7 +425,7 @@ def _initial_basis(
                         task,
                         ridge,
                         np.zeros(d),
-                        _START_TOLERANCE,
+                        _START_TOLERANCE * feature_rms,
                         _START_MAX_ITER,
                         factor,
                     )[0]
@@ -440,6 +459,7 @@ def _fit_unconstrained(
     max_iter: int,
     d: int,
     factor: np.ndarray,
+    feature_rms: float,
 ) -> tuple[np.ndarray, float, int, np.ndarray]:
     """Fit every task alone; return Theta, F(Theta), max iterations and grad F."""
     thetas = np.empty((d, len(tasks)))
@@ -447,8 +467,8 @@ def _fit_unconstrained(
     objective = 0.0
     n_iter = 0
     # gtol bounds each task's max-abs gradient of F_m / n_m, so this choice
-    # keeps ||G||_F / N below tol.
-    gtol = tol / np.sqrt(d)
+    # keeps ||G||_F / (N feature_rms) below tol.
+    gtol = tol * feature_rms / np.sqrt(d)
     for m, task in enumerate(tasks):
         thetas[:, m], iterations = _fit_task_lbfgs(
             task, ridge, np.zeros(d), gtol, max_iter, factor
@@ -462,7 +482,7 @@ def _fit_unconstrained(
 
 
 def fit_lowrank(
-    tasks: Sequence[TaskData],
+    tasks: Iterable[TaskData],
     rank: int,
     ridge: float,
     *,
@@ -488,8 +508,9 @@ def fit_lowrank(
 
     Parameters
     ----------
-    tasks : sequence of TaskData, length M
-        Source tasks with unique names and one feature dimension d. Each task
+    tasks : iterable of TaskData, length M
+        Source tasks with unique names and one feature dimension d, read once
+        (a generator works). Each task
         needs at least one label, because a task without labels has no
         estimate (its objective term is 0 for every theta_m).
     rank : int
@@ -528,22 +549,30 @@ def fit_lowrank(
     k = int(min(rank, d, n_tasks))
     ridge = float(ridge)
 
-    factor = _hessian_factor(checked, ridge, d)
+    factor, feature_rms = _hessian_factor(checked, ridge, d)
     if k == min(d, n_tasks):
         thetas, objective, n_iter, G = _fit_unconstrained(
-            checked, ridge, tol, int(max_iter), d, factor
+            checked, ridge, tol, int(max_iter), d, factor, feature_rms
         )
         # The rank-k manifold with k = min(d, M) is open, so the tangent space is
         # everything and the Riemannian gradient is G itself.
-        gradient_norm = float(np.linalg.norm(G) / total)
+        gradient_norm = float(np.linalg.norm(G) / (total * feature_rms))
         converged = gradient_norm <= tol
         message = f"rank {rank} >= min(d, M) = {k}: tasks fit independently; " + (
             "gradient norm below tol" if converged else "gradient norm above tol"
         )
     else:
-        B, theta_warm = _initial_basis(init, checked, ridge, d, k, factor)
+        B, theta_warm = _initial_basis(init, checked, ridge, d, k, factor, feature_rms)
         thetas, objective, n_iter, converged, gradient_norm, message = _refine(
-            checked, ridge, B, theta_warm, factor, tol, int(max_iter), total
+            checked,
+            ridge,
+            B,
+            theta_warm,
+            factor,
+            tol,
+            int(max_iter),
+            total,
+            feature_rms,
         )
 
     U, _, _ = np.linalg.svd(thetas, full_matrices=False)
@@ -583,6 +612,7 @@ def _refine(
     tol: float,
     max_iter: int,
     total: int,
+    feature_rms: float,
 ) -> tuple[np.ndarray, float, int, bool, float, str]:
     """Minimise phi(B) by preconditioned L-BFGS with Armijo backtracking.
 
@@ -626,7 +656,7 @@ def _refine(
     n_iter = 0
     for n_iter in range(max_iter + 1):
         gradient_norm = _riemannian_gradient_norm(
-            point.Q, point.W, point.task_gradients, total
+            point.Q, point.W, point.task_gradients, total * feature_rms
         )
         if gradient_norm <= tol:
             converged = True
@@ -678,7 +708,7 @@ def _refine(
 
 
 def select_rank(
-    tasks: Sequence[TaskData],
+    tasks: Iterable[TaskData],
     candidates: Sequence[int],
     ridge: float,
     *,
@@ -701,9 +731,10 @@ def select_rank(
 
     Parameters
     ----------
-    tasks : sequence of TaskData
-        Tasks as for :func:`fit_lowrank`; each needs at least ``n_folds`` labels
-        so that every training split keeps a label of every task.
+    tasks : iterable of TaskData
+        Tasks as for :func:`fit_lowrank`, read once. Each needs at least
+        ``n_folds`` labels so that every training split keeps a label of every
+        task.
     candidates : sequence of int
         Candidate ranks (positive integers, duplicates removed).
     ridge : float
@@ -711,7 +742,7 @@ def select_rank(
     n_folds : int, default=3
         Number of folds, at least 2.
     seed : int, default=0
-        Seed of the fold assignment.
+        Seed of the fold assignment, an integer >= 0.
 
     Returns
     -------
@@ -722,18 +753,24 @@ def select_rank(
     InsufficientDataError
         If a task has fewer than ``n_folds`` labels.
     InvalidInputError
-        If the candidates are empty or not positive integers, ``n_folds < 2``, or
-        the tasks or ridge are invalid.
+        If the candidates are empty or not positive integers, ``n_folds < 2``,
+        ``seed`` is not an integer >= 0, or the tasks or ridge are invalid.
 
     Notes
     -----
     Training splits are copies of the task rows (about (K-1)/K of the feature
     matrix at a time), unlike :func:`fit_lowrank` itself.
     """
-    if isinstance(n_folds, bool) or int(n_folds) != n_folds or n_folds < 2:
+    if not _is_positive_integer(n_folds) or n_folds < 2:
         raise InvalidInputError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    seed = _check_seed(seed)
     n_folds = int(n_folds)
-    candidates = list(candidates)
+    try:
+        candidates = list(candidates)
+    except TypeError as error:
+        raise InvalidInputError(
+            f"candidates must be an iterable of positive integers, got {candidates!r}"
+        ) from error
     if not candidates or not all(_is_positive_integer(r) for r in candidates):
         raise InvalidInputError(
             f"candidates must be a non-empty list of positive integers, got "

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import linalg, optimize, stats
 
+from solvers.data import MAX_ABS_FEATURE
 from solvers.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -341,6 +342,12 @@ class _ContextBatch:
                 raise InvalidInputError(
                     f"context {s}: features contain NaN or infinity"
                 )
+            largest = float(np.max(np.abs(features)))
+            if largest > MAX_ABS_FEATURE:
+                raise InvalidInputError(
+                    f"context {s}: feature magnitude must be at most "
+                    f"{MAX_ABS_FEATURE:g}, got {largest:.3g}; rescale the features"
+                )
             shifted.append(features - _reference_point(features, reference, s))
             sizes.append(features.shape[0])
 
@@ -405,13 +412,31 @@ class _ContextBatch:
         self, actions, probabilities, stochastic_value, **fields
     ) -> PolicyResult:
         rows = np.arange(self.n_contexts)
+        estimates = self.estimates[rows, actions].copy()
+        lower_bounds = self.lower_bounds[rows, actions].copy()
+        value = self.value(actions)
+        stochastic_value = float(stochastic_value)
+        numbers_out = [value, stochastic_value, float(fields["gap"])]
+        if not (
+            all(math.isfinite(number) for number in numbers_out)
+            and np.all(np.isfinite(estimates))
+            and np.all(np.isfinite(lower_bounds))
+        ):
+            raise InvalidInputError(
+                f"policy values overflow (value {value:.3g}, gap "
+                f"{float(fields['gap']):.3g}); rescale theta, the features, "
+                "the curvature or the radius"
+            )
+        # Frank-Wolfe compares numpy floats, so converged may be numpy.bool_,
+        # which json.dumps rejects.
+        fields["converged"] = bool(fields["converged"])
         return PolicyResult(
             actions=actions.astype(np.int64),
-            estimates=self.estimates[rows, actions].copy(),
-            lower_bounds=self.lower_bounds[rows, actions].copy(),
+            estimates=estimates,
+            lower_bounds=lower_bounds,
             probabilities=probabilities,
-            value=self.value(actions),
-            stochastic_value=float(stochastic_value),
+            value=value,
+            stochastic_value=stochastic_value,
             **fields,
         )
 
@@ -454,7 +479,7 @@ def _pessimistic(
         # kink, so solve the dual directly for a tighter certificate.
         bound = min(bound, _dual_bound(batch, probabilities))
     gap = max(bound - stochastic_value, 0.0)
-    converged = gap <= tol * scale
+    converged = bool(gap <= tol * scale)
 
     # Deterministic policy: exact enumeration when small, else rounding plus
     # local search from the best of several roundings.

@@ -70,7 +70,8 @@ def curvature_matrix(
     ------
     InvalidInputError
         If a task is invalid, ``thetas`` has the wrong shape or a non-finite
-        entry, or ``ridge`` is negative or not finite.
+        entry, ``ridge`` is negative or not finite, or the matrix overflows
+        (features too large to square in float64).
     InsufficientDataError
         If no task has any label.
     """
@@ -84,16 +85,25 @@ def curvature_matrix(
         raise InsufficientDataError(f"tasks {names} have no labels")
 
     curvature = np.zeros((dimension, dimension))
-    for m, task in enumerate(checked):
-        for start in range(0, task.n, _CURVATURE_CHUNK_ROWS):
-            block = task.X[start : start + _CURVATURE_CHUNK_ROWS]
-            weights = sigmoid_derivative(block @ thetas[:, m])
-            curvature += block.T @ (weights[:, None] * block)
+    # Overflow is detected by the finiteness check below, so numpy's warning
+    # is silenced here.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for m, task in enumerate(checked):
+            for start in range(0, task.n, _CURVATURE_CHUNK_ROWS):
+                block = task.X[start : start + _CURVATURE_CHUNK_ROWS]
+                weights = sigmoid_derivative(block @ thetas[:, m])
+                curvature += block.T @ (weights[:, None] * block)
     curvature /= total_labels
     # Symmetrise away rounding so Cholesky and eigvalsh see an exact symmetric
     # matrix.
     curvature = 0.5 * (curvature + curvature.T)
     curvature[np.diag_indices(dimension)] += ridge
+    if not np.all(np.isfinite(curvature)):
+        names = ", ".join(f"'{task.name}'" for task in checked)
+        raise InvalidInputError(
+            f"curvature matrix of tasks {names} overflows to infinity or NaN; "
+            "rescale the features"
+        )
     return curvature
 
 
@@ -116,12 +126,17 @@ class LassoResult:
         below 1e-9).
     multiplier : float
         Lagrange multiplier ``mu >= 0`` of the ellipsoid constraint, 0 when it
-        is inactive.
+        is inactive. It is also 0 when ``R = 0``, because no finite multiplier
+        exists for the constraint ``sum nu_m^2 / |nu0_m| <= 0``.
     optimality_gap : float
         KKT stationarity residual: the largest violation over m of
         ``0 in g_m + 2 mu nu_m / |nu0_m| + beta * sign(nu_m)`` (the sign is
         the interval [-1, 1] at ``nu_m = 0``), where ``g`` is the gradient of
-        the quadratic. Divided by ``max(1, ||Theta^T Lambda theta||_inf)``.
+        the quadratic. Divided by ``||Theta^T Lambda theta||_inf`` (by 1 when
+        that is 0), so the gap does not change when ``Theta`` and ``theta``
+        are scaled by ``s`` and ``beta`` by ``s^2``. It is 0 when the feasible
+        set is ``{0}`` (``R = 0`` or an all-zero prior), because ``nu = 0`` is
+        then the exact solution.
     message : str
         How the solve ended.
     """
@@ -223,17 +238,30 @@ def solve_relevance_lasso(
     Q = Theta_free.T @ Lambda_Theta
     Q = 0.5 * (Q + Q.T)
     c = Lambda_Theta.T @ theta
-    scale = max(1.0, float(np.max(np.abs(c), initial=0.0)))
+    # The KKT residual is measured relative to ||c||_inf, so the stopping rule
+    # does not depend on the units of Theta and theta.
+    scale = float(np.max(np.abs(c), initial=0.0))
+    if scale == 0.0:
+        scale = 1.0
     problem = _LassoProblem(Q, c, beta, weights, radius, scale)
 
     def finish(nu_free: np.ndarray, n_iter: int, converged: bool, message: str):
         relevance = np.zeros(n_tasks)
         relevance[free] = nu_free
-        gap, multiplier, active = problem.kkt(nu_free)
+        if only_zero_feasible:
+            gap, multiplier, active = 0.0, 0.0, radius == 0.0 and weights.size > 0
+        else:
+            gap, multiplier, active = problem.kkt(nu_free)
         residual = Theta @ relevance - theta
         objective = 0.5 * float(residual @ Lambda @ residual) + beta * float(
             np.abs(relevance).sum()
         )
+        if not all(math.isfinite(value) for value in (objective, gap, multiplier)):
+            raise InvalidInputError(
+                f"relevance Lasso overflowed (objective {objective:.3g}, KKT "
+                f"residual {gap:.3g}, multiplier {multiplier:.3g}); rescale "
+                "source_thetas and target_theta, or raise near-zero prior entries"
+            )
         logger.info(
             "relevance_lasso.finished converged=%s n_iter=%d gap=%.3g active=%s",
             converged,
@@ -247,14 +275,15 @@ def solve_relevance_lasso(
             relevance=relevance + 0.0,
             objective=max(objective, 0.0),
             n_iter=n_iter,
-            converged=converged,
-            constraint_active=active,
+            converged=bool(converged),
+            constraint_active=bool(active),
             multiplier=multiplier,
             optimality_gap=gap,
             message=message,
         )
 
-    if weights.size == 0 or radius == 0.0:
+    only_zero_feasible = weights.size == 0 or radius == 0.0
+    if only_zero_feasible:
         return finish(np.zeros(weights.size), 0, True, "feasible set is {0}")
 
     nu, n_iter, converged, message = problem.solve(tol, max_iter)
@@ -288,12 +317,15 @@ class _LassoProblem:
         s2w = shrunk * shrunk * w
 
         def boundary(kappa: float) -> float:
-            return float(np.sum(s2w / (w + kappa) ** 2)) - self.radius
+            # The sum may overflow to inf near kappa = 0 when a weight is tiny,
+            # which still has the right sign for the root search.
+            with np.errstate(divide="ignore", over="ignore"):
+                return float(np.sum(s2w / (w + kappa) ** 2)) - self.radius
 
         # boundary(0) > 0 and boundary(upper) <= 0 because
         # sum s^2 w / (w + k)^2 <= sum s^2 w / k^2.
         upper = math.sqrt(float(s2w.sum()) / self.radius) * (1.0 + 1e-12)
-        kappa = optimize.brentq(boundary, 0.0, upper, xtol=1e-300, rtol=1e-15)
+        kappa = _decreasing_root(boundary, 0.0, upper)
         point = shrunk * w / (w + kappa)
         excess = self.constraint(point)
         if excess > self.radius:
@@ -420,7 +452,7 @@ class _LassoProblem:
             upper = max(upper, lower) * (1.0 + 1e-12) + 1e-300
             if boundary(upper) > 0.0:
                 return None
-            shift = optimize.brentq(boundary, lower, upper, xtol=1e-300, rtol=1e-15)
+            shift = _decreasing_root(boundary, lower, upper)
             z = z_of(shift)
             if z is None:
                 return None
@@ -433,6 +465,42 @@ class _LassoProblem:
         if not math.isinf(self.radius) and value > self.radius:
             candidate *= math.sqrt(self.radius / value)
         return candidate
+
+
+def _decreasing_root(function, lower: float, upper: float) -> float:
+    """Find a root of a non-increasing ``function`` on ``[lower, upper]``.
+
+    The caller guarantees ``function(lower) > 0 >= function(upper)``. Brent's
+    method is tried first. When it fails, which happens when the function is
+    steep over many orders of magnitude (a prior entry near 1e-300), bisection
+    takes over. It bisects in log space while the bracket spans more than a
+    factor of 4 and returns the upper end, where ``function <= 0``.
+    """
+    try:
+        root = optimize.brentq(
+            function, lower, upper, xtol=1e-300, rtol=1e-15, maxiter=200
+        )
+        if lower <= root <= upper and math.isfinite(root):
+            return root
+    except (RuntimeError, ValueError):
+        pass
+    low, high = lower, upper
+    # Each step at least halves the bracket or its log-ratio, so about 2200
+    # steps reach adjacent floats from any bracket inside [0, 1.8e308].
+    for _ in range(4096):
+        if low <= 0.0:
+            middle = high * 1e-20 if high > 1e-280 else 0.5 * high
+        elif high > 4.0 * low:
+            middle = math.sqrt(low) * math.sqrt(high)
+        else:
+            middle = low + 0.5 * (high - low)
+        if not low < middle < high:
+            break
+        if function(middle) > 0.0:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def default_lasso_penalty(

@@ -298,6 +298,7 @@ def make_planted_instance(
     feature_scale : float, default=1.0
         Standard deviation of every feature coordinate.
     seed : int, default=0
+        Seed of the random draws, an integer >= 0.
 
     Returns
     -------
@@ -306,10 +307,22 @@ def make_planted_instance(
     Raises
     ------
     InvalidInputError
-        If a size is out of range, ``logit_std`` or ``feature_scale`` is not a
-        positive finite number, or ``relevance`` has the wrong length or a
-        non-finite entry.
+        If a size or ``seed`` is not an integer or out of range, ``logit_std``
+        or ``feature_scale`` is not a positive finite number, or ``relevance``
+        has the wrong length or a non-finite entry.
     """
+    for name, value in (
+        ("dimension", dimension),
+        ("rank", rank),
+        ("n_sources", n_sources),
+        ("seed", seed),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidInputError(
+                f"{name} must be an integer, got {type(value).__name__} {value!r}"
+            )
+    if seed < 0:
+        raise InvalidInputError(f"seed must be >= 0, got {seed}")
     if rank < 1 or dimension < rank:
         raise InvalidInputError(
             f"need 1 <= rank <= dimension, got rank={rank}, dimension={dimension}"

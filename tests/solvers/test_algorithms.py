@@ -1,6 +1,7 @@
 """Tests of the Algorithm 1 and Algorithm 2 drivers on planted instances."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -247,6 +248,37 @@ def test_all_zero_prior_is_rejected(small_instance):
     target = small_instance.sample("target", 30, rng=1)
     with pytest.raises(InvalidInputError, match="prior must have at least one"):
         run_pilot(sources, target, np.zeros(6), 2)
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("planned_target_labels", math.nan),
+        ("planned_target_labels", -5),
+        ("planned_target_labels", 0),
+        ("planned_target_labels", True),
+        ("planned_target_labels", 5.5),
+        ("planned_source_labels", -1000),
+    ],
+)
+def test_pilot_rejects_invalid_planned_labels(small_instance, argument, value):
+    sources = small_instance.sample_sources([50] * 6, rng=0)
+    target = small_instance.sample("target", 30, rng=1)
+    with pytest.raises(InvalidInputError, match=argument):
+        run_pilot(sources, target, None, 2, **{argument: value})
+
+
+@pytest.mark.parametrize(
+    ("quotas", "collected", "argument"),
+    [
+        ([5, 5], [math.nan, 1], "collected"),
+        ([5, math.inf], [1, 1], "quotas"),
+        ([5.5, 5], [1, 1], "quotas"),
+    ],
+)
+def test_remaining_quotas_rejects_invalid_counts(quotas, collected, argument):
+    with pytest.raises(InvalidInputError, match=argument):
+        remaining_quotas(quotas, collected)
 
 
 def test_zero_relevance_gives_zero_target():

@@ -180,3 +180,27 @@ def test_split_batch_huge_counts_are_exact():
 def test_split_batch_rejects_invalid_input(batch, remaining, argument):
     with pytest.raises(InvalidInputError, match=argument):
         split_batch(batch, remaining)
+
+
+def test_active_sample_huge_relevance_does_not_overflow():
+    assert active_sample(10, [1e308, 1e308, 0.0]).tolist() == [4, 4, 2]
+
+
+def test_split_batch_huge_remaining_is_exact():
+    need = 2**62 - 1
+    counts = split_batch(2**62, [need, need, 2])
+    assert int(counts.sum()) == 2**62
+    # Shares are (2**62 - 1) * 2**62 / (2**63) each for the two large tasks.
+    assert counts.tolist() == [2**61, 2**61 - 1, 1]
+
+
+def test_split_batch_huge_batch_returns_remaining():
+    assert split_batch(10**20, [10**18, 3]).tolist() == [10**18, 3]
+
+
+@pytest.mark.parametrize(
+    "remaining", [[10**19, 10**19], [2**62 + 1], [True], [1, "2"]]
+)
+def test_split_batch_rejects_out_of_range_remaining(remaining):
+    with pytest.raises(InvalidInputError, match="remaining"):
+        split_batch(10**20, remaining)

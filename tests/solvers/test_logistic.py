@@ -288,3 +288,31 @@ def test_invalid_input_is_rejected_naming_task(X, y, ridge, kwargs, fragment):
         fit_ridge_logistic(X, y, ridge, task="coherence", **kwargs)
     assert "task 'coherence'" in str(error.value)
     assert fragment in str(error.value)
+
+
+# ---------------------------------------------------------------------------
+# Invariance of the stopping rule to the feature scale
+
+
+@pytest.mark.parametrize("factor", [1e-8, 1e-4, 1e4])
+def test_rescaled_features_rescale_estimate(factor):
+    # Non-separable labels, so the ridge-0 maximiser exists. Scaling X by c
+    # scales it by 1 / c, and the fit must not stop at the start because the
+    # gradient is small in absolute terms.
+    X, y = logistic_data(40, 4, seed=21)
+    base = fit_ridge_logistic(X, y, 0.0)
+    scaled = fit_ridge_logistic(X * factor, y, 0.0)
+    assert base.converged
+    assert scaled.converged
+    assert scaled.n_iter > 0
+    assert_allclose(scaled.theta * factor, base.theta, rtol=1e-8)
+    assert scaled.gradient_norm <= 1e-8
+
+
+def test_rescaled_features_with_ridge_rescale_estimate():
+    # With ridge * c^2 the objective in c X is the same function of theta / c.
+    X, y = logistic_data(60, 3, seed=22)
+    base = fit_ridge_logistic(X, y, 0.05)
+    scaled = fit_ridge_logistic(X * 1e-4, y, 0.05 * 1e-8)
+    assert scaled.converged
+    assert_allclose(scaled.theta * 1e-4, base.theta, rtol=1e-8)

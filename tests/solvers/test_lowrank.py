@@ -401,3 +401,54 @@ def test_select_rank_rejects_invalid_arguments(candidates, n_folds, fragment):
     _, tasks = planted_tasks(4, 1, 2, 20, seed=22)
     with pytest.raises(InvalidInputError, match=fragment):
         select_rank(tasks, candidates, 0.1, n_folds=n_folds)
+
+
+# ---------------------------------------------------------------------------
+# Scale invariance, iterables and argument types
+
+
+@pytest.mark.parametrize("rank", [2, 5])
+def test_small_feature_scale_does_not_stop_early(rank):
+    # Features times c with ridge times c^2 give the same objective in
+    # Theta / c, so the estimate must scale by 1 / c instead of staying at 0.
+    _, tasks = planted_tasks(6, 2, 5, 200, seed=31)
+    ridge = 0.01
+    base = fit_lowrank(tasks, rank, ridge)
+    factor = 1e-6
+    scaled_tasks = [TaskData(t.name, t.X * factor, t.y) for t in tasks]
+    scaled = fit_lowrank(scaled_tasks, rank, ridge * factor**2)
+    assert base.converged
+    assert scaled.converged
+    assert scaled.n_iter > 0
+    error = np.max(np.abs(scaled.thetas * factor - base.thetas))
+    assert error <= 1e-3 * np.max(np.abs(base.thetas))
+
+
+def test_fit_lowrank_accepts_generator():
+    _, tasks = planted_tasks(6, 2, 4, 80, seed=32)
+    from_list = fit_lowrank(tasks, 2, 0.05)
+    from_generator = fit_lowrank((task for task in tasks), 2, 0.05)
+    assert from_generator.task_names == from_list.task_names
+    assert_allclose(from_generator.thetas, from_list.thetas, rtol=1e-12)
+
+
+def test_select_rank_accepts_generator():
+    _, tasks = planted_tasks(5, 1, 3, 60, seed=33)
+    from_list = select_rank(tasks, [1, 2], 0.05, seed=1)
+    from_generator = select_rank((task for task in tasks), iter([1, 2]), 0.05, seed=1)
+    assert from_generator.rank == from_list.rank
+    assert from_generator.heldout_log_likelihood == from_list.heldout_log_likelihood
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", None, True])
+def test_select_rank_rejects_invalid_seed(seed):
+    _, tasks = planted_tasks(5, 1, 3, 30, seed=34)
+    with pytest.raises(InvalidInputError, match="seed"):
+        select_rank(tasks, [1], 0.05, seed=seed)
+
+
+@pytest.mark.parametrize("candidates", [3, [1.5], ["a"], [True]])
+def test_select_rank_rejects_invalid_candidates(candidates):
+    _, tasks = planted_tasks(5, 1, 3, 30, seed=35)
+    with pytest.raises(InvalidInputError, match="candidates"):
+        select_rank(tasks, candidates, 0.05)

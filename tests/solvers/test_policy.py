@@ -1,6 +1,7 @@
 """Tests of the confidence radius and the pessimistic action choice (eqs. 3.3-3.4)."""
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -321,3 +322,23 @@ def test_choose_actions_rejects_invalid_input(change, fragment):
     ]
     with pytest.raises(InvalidInputError, match=fragment):
         choose_actions(*positional, **arguments)
+
+
+def test_choose_actions_rejects_huge_features():
+    contexts = [np.array([[1e200, 0.0, 0.0], [0.0, -1e200, 0.0]])]
+    with pytest.raises(InvalidInputError, match="context 0"):
+        choose_actions(contexts, np.ones(3), np.eye(3), 0.5)
+
+
+@pytest.mark.parametrize("mode", ["pessimistic", "lower_confidence_bound", "greedy"])
+def test_choose_actions_result_is_json_ready(mode):
+    rng = np.random.default_rng(5)
+    contexts = [rng.normal(size=(3, 3)) for _ in range(4)]
+    curvature = np.diag([1.0, 1.0, 1e-12])
+    result = choose_actions(
+        contexts, np.zeros(3), curvature, 1e300, mode=mode, max_enumerated=0
+    )
+    assert type(result.converged) is bool
+    assert math.isfinite(result.value)
+    assert math.isfinite(result.gap)
+    json.dumps({"converged": result.converged, "gap": result.gap})

@@ -386,3 +386,53 @@ def test_curvature_rejects_invalid_input():
         curvature_matrix(tasks, np.full((3, 2), np.nan), 0.1)
     with pytest.raises(InsufficientDataError, match="no labels"):
         curvature_matrix(make_tasks(rng, 3, [0, 0]), np.zeros((3, 2)), 0.1)
+
+
+def test_lasso_handles_near_zero_prior_entry():
+    Theta = np.random.default_rng(3).normal(size=(5, 4))
+    theta = Theta @ np.array([1.0, 0.0, -0.5, 0.0])
+    result = solve_relevance_lasso(
+        Theta, theta, np.eye(5), 0.01, [1e-300, 1.0, 1.0, 1.0], 10.0
+    )
+    assert np.all(np.isfinite(result.relevance))
+    assert result.converged is True
+    assert result.optimality_gap <= 1e-10
+    # The constraint allows |nu_0| <= sqrt(R * 1e-300), about 3e-150.
+    assert abs(result.relevance[0]) <= math.sqrt(10.0 * 1e-300) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.05])
+def test_lasso_is_invariant_to_scale(penalty):
+    Theta = np.random.default_rng(3).normal(size=(5, 4))
+    theta = Theta @ np.array([1.0, 0.0, -0.5, 0.0])
+    prior = np.ones(4)
+    unit = solve_relevance_lasso(Theta, theta, np.eye(5), penalty, prior, 1e6)
+    small = solve_relevance_lasso(
+        Theta * 1e-6, theta * 1e-6, np.eye(5), penalty * 1e-12, prior, 1e6
+    )
+    assert unit.converged is True
+    assert small.converged is True
+    np.testing.assert_allclose(small.relevance, unit.relevance, atol=1e-8)
+    if penalty == 0.0:
+        np.testing.assert_allclose(
+            small.relevance, [1.0, 0.0, -0.5, 0.0], atol=1e-8
+        )
+
+
+def test_lasso_zero_radius_reports_zero_gap():
+    Theta = np.random.default_rng(3).normal(size=(5, 4))
+    theta = Theta @ np.array([1.0, 0.0, -0.5, 0.0])
+    result = solve_relevance_lasso(Theta, theta, np.eye(5), 0.0, np.ones(4), 0.0)
+    np.testing.assert_array_equal(result.relevance, np.zeros(4))
+    assert result.converged is True
+    assert result.optimality_gap == 0.0
+    assert result.multiplier == 0.0
+    assert result.constraint_active is True
+
+
+def test_curvature_rejects_overflowing_features():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 4)) * 1e200
+    y = rng.uniform(size=6)
+    with pytest.raises(InvalidInputError, match="'a'"):
+        curvature_matrix([TaskData("a", X, y)], np.zeros((4, 1)), 0.01)

@@ -237,3 +237,36 @@ def test_unknown_task_is_rejected(instance):
         instance.sample("coherence", 3)
     with pytest.raises(InvalidInputError, match="out of range"):
         instance.sample(8, 3)
+
+
+@pytest.mark.parametrize(
+    "arguments, name",
+    [
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"dimension": 6.0}, "dimension"),
+        ({"dimension": "6"}, "dimension"),
+        ({"rank": 2.5}, "rank"),
+        ({"rank": True}, "rank"),
+        ({"n_sources": None}, "n_sources"),
+    ],
+)
+def test_planted_instance_rejects_invalid_integers(arguments, name):
+    values = {"dimension": 6, "rank": 2, "n_sources": 4, "seed": 0} | arguments
+    with pytest.raises(InvalidInputError, match=name):
+        make_planted_instance(
+            values["dimension"],
+            values["rank"],
+            values["n_sources"],
+            n_relevant=2,
+            seed=values["seed"],
+        )
+
+
+def test_planted_instance_accepts_numpy_integers():
+    instance = make_planted_instance(
+        np.int64(6), np.int32(2), np.int64(4), n_relevant=2, seed=np.int64(5)
+    )
+    assert instance.dimension == 6
+    assert instance.seed == 5

@@ -903,8 +903,8 @@ def run_main(
     relevance : array_like of shape (M,), optional
         Estimated relevance (normally `PilotResult.relevance`). When omitted,
         ``AlgorithmResult.relevance`` contains the least-squares coefficients of
-        the target estimate on the source estimates, and the diagnostics say
-        so.
+        the target estimate on the source estimates, and the diagnostics
+        record that.
 
     Returns
     -------

@@ -125,10 +125,10 @@ class Task(Base):
 class Comparison(Base):
     """One pairwise-preference label.
 
-    ``features`` holds ``phi(s, a1) - phi(s, a2)`` as ``dimension`` little-endian
-    float64 values. ``content_hash`` is the SHA-256 of task name, features and
-    label; it decides whether a replayed client ``client_id`` is a duplicate or
-    a conflict.
+    ``features`` contains ``phi(s, a1) - phi(s, a2)`` as ``dimension``
+    little-endian float64 values. ``content_hash`` is the SHA-256 of task name,
+    features and label, and decides whether a replayed ``client_id`` is a
+    duplicate or a conflict.
     """
 
     __tablename__ = "comparisons"

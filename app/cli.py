@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         return _configuration_error(command, describe_validation_error(error))
     if args.command == "demo":
         # The demo's terminal output is its progress bars and result table:
-        # log warnings only, unless PREFBUDGET_LOG_LEVEL asks for more.
+        # log warnings only, unless PREFBUDGET_LOG_LEVEL sets another level.
         level = os.environ.get("PREFBUDGET_LOG_LEVEL", "WARNING")
         configure_logging(level.upper(), settings.log_format)
         logging.getLogger("httpx").setLevel(

@@ -5,7 +5,7 @@
 #    plugin) or `docker-compose config -q` (v1), whichever client is installed.
 #    Neither needs a running engine for `config`. In CI, as root, Debian's
 #    docker-compose is installed when neither client is there. Elsewhere,
-#    with no client, the script says so and goes on with the other checks.
+#    with no client, the script prints a notice and goes on with the other checks.
 # 2. Lint the Dockerfile's structure and cross-check the environment variables
 #    of the Dockerfile and the compose file against app.settings and the
 #    configuration table in README.md (ci/lint_container_recipe.py).

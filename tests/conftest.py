@@ -7,7 +7,7 @@ Fixture names are stable; tests of every part of the service use them.
   a temporary directory. PostgreSQL is a new database created on the server
   named by ``PREFBUDGET_TEST_POSTGRES_URL`` (for example
   ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and dropped after
-  the module; without that variable the PostgreSQL cases are skipped. Tests
+  the module. Without that variable the PostgreSQL cases are skipped. Tests
   in one module share the database, so each test should create its own study.
 - ``empty_database_url`` (function scope, same parameters): a fresh database
   with no tables, for migration and readiness tests.

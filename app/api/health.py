@@ -31,7 +31,7 @@ class Readiness(Health):
 
 @router.get("/healthz", summary="Liveness probe", response_model=Health)
 def healthz() -> Health:
-    """Return ok while the process is able to answer requests."""
+    """Return ok while the process is able to serve requests."""
     return Health(status="ok")
 
 

@@ -57,7 +57,7 @@ def encode_rows(
     ``features`` has shape ``(n, d)`` and ``labels`` shape ``(n,)``. The result
     equals ``[encode_array(row) for row in features]`` and
     ``[content_hash(task, blob, label) ...]``, computed from one buffer that
-    holds each row's features followed by its label, so the per-row Python
+    contains each row's features followed by its label, so the per-row Python
     work is a slice and one hash update. Negative zeros in features and labels
     are stored and hashed as 0.0.
     """

@@ -5,7 +5,7 @@ pysqlite's own transaction handling is turned off so that SQLAlchemy emits
 ``BEGIN`` itself: a session created with ``write=True`` starts with
 ``BEGIN IMMEDIATE``, which takes SQLite's single write lock up front. Writers
 then queue on the busy timeout instead of failing when a read snapshot turns
-stale, and a writer always sees rows committed by the writer before it.
+stale, and a writer always reads the rows committed by the writer before it.
 """
 
 from __future__ import annotations

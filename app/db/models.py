@@ -178,7 +178,7 @@ class Fit(Base):
     """A model fit of one study, and the job that computes it.
 
     Arrays (``theta``, ``basis``, ``curvature``, ``source_thetas``) are stored
-    as little-endian float64 bytes; their shapes follow from the study's
+    as little-endian float64 bytes. Their shapes follow from the study's
     dimension, the fit's ``rank`` and the number of source tasks.
     """
 

@@ -15,8 +15,8 @@ Idempotency: a row with a client ``id`` whose id is already stored in the
 study is a duplicate when its content hash matches and a conflict (409,
 nothing stored) when it does not. The study row is locked for the duration of
 the request (``FOR UPDATE`` on PostgreSQL, the database write lock on SQLite),
-so concurrent requests to one study are serialised; the unique constraint on
-``(study_id, client_id)`` plus a savepoint and retry stays as a second line of
+so concurrent requests to one study are serialised. The unique constraint on
+``(study_id, client_id)``, with a savepoint and retry, is a second line of
 defence.
 """
 
@@ -532,10 +532,10 @@ def import_file(
 ) -> IngestCounts:
     """Validate and store a JSON Lines or Parquet file in one transaction.
 
-    The file is read in chunks of ``chunk_rows`` rows. Valid chunks are
-    inserted as they come; after the first error nothing more is inserted,
-    the rest of the file is still checked, and one 422 lists every error
-    (the request's rollback removes the rows inserted before it).
+    The file is read in chunks of ``chunk_rows`` rows, and valid chunks are
+    inserted as they come. After the first error nothing more is inserted,
+    but the rest of the file is still checked so that one 422 lists every
+    error. The request's rollback removes the rows inserted before it.
     """
     errors = ErrorCollector(max_reported_errors)
     counts = IngestCounts()
